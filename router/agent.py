@@ -1,0 +1,233 @@
+"""A small client for agent tools written in Python (the CLI uses it too).
+
+It speaks only the documented Redis protocol of docs/redis-schema.md, so a
+tool in any other language can do the same with its own Redis client:
+
+- ``claim``   the most urgent entry of a queue (a stale or released claim first)
+- ``renew``   keep a claim alive past the queue's visibility timeout
+- ``ack``     done with an entry: it leaves the queue
+- ``release`` give an entry back, to be claimed next by anyone
+- ``reply``   post a reply to a conversation's outbox
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from redis.exceptions import ResponseError
+
+from router.config import PRIORITIES
+from router.keys import BANDS, QUEUE_GROUP, Keys
+from router.model import OutboundMessage, new_id
+from router.store import Store
+
+DEFAULT_VISIBILITY = 600.0
+
+
+class AgentError(Exception):
+    """An agent-side request that cannot be done, with the reason."""
+
+
+@dataclass
+class ClaimedEntry:
+    """An entry of an agent queue held by one agent."""
+
+    queue: str
+    stream: str
+    entry_id: str
+    deliveries: int
+    fields: dict[str, str]
+    message: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def priority(self) -> str:
+        return self.fields.get("priority", "normal")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "queue": self.queue,
+            "stream": self.stream,
+            "entry_id": self.entry_id,
+            "deliveries": self.deliveries,
+            **self.fields,
+            "message": self.message,
+        }
+
+
+@dataclass
+class QueueStatus:
+    queue: str
+    depth: int
+    claimed: int
+    oldest_age_seconds: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "queue": self.queue,
+            "depth": self.depth,
+            "claimed": self.claimed,
+            "oldest_age_seconds": self.oldest_age_seconds,
+        }
+
+
+class AgentClient:
+    """Claim, acknowledge and answer queue entries through Redis."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.keys: Keys = store.keys
+
+    async def queue_names(self) -> list[str]:
+        return sorted(await self.store.redis.hkeys(self.keys.queues))
+
+    async def visibility_timeout(self, queue: str) -> float:
+        raw = await self.store.redis.hget(self.keys.queues, queue)
+        if raw is None:
+            raise AgentError(
+                f"unknown queue {queue!r}; known queues: {', '.join(await self.queue_names())}"
+            )
+        return float(orjson.loads(raw).get("visibility_timeout", DEFAULT_VISIBILITY))
+
+    async def claim(self, queue: str, agent: str) -> ClaimedEntry | None:
+        """The most urgent entry of ``queue`` for ``agent``, or None if it is empty."""
+        vis_ms = int(await self.visibility_timeout(queue) * 1000)
+        r = await self.store.scripts.claim(
+            keys=self.keys.queue_bands(queue), args=[QUEUE_GROUP, agent, vis_ms]
+        )
+        if not r:
+            return None
+        stream, entry_id, deliveries, *flat_fields = r
+        fields = dict(zip(flat_fields[::2], flat_fields[1::2], strict=True))
+        entry = ClaimedEntry(queue, stream, entry_id, int(deliveries), fields)
+        if mid := fields.get("message_id"):
+            entry.message = await self.store.redis.hgetall(self.keys.message(mid))
+        return entry
+
+    async def _owned_call(self, script: Any, stream: str, agent: str, entry_id: str) -> None:
+        try:
+            await script(keys=[stream], args=[QUEUE_GROUP, agent, entry_id])
+        except ResponseError as exc:
+            raise AgentError(f"entry {entry_id} of {stream}: {exc}") from None
+
+    def stream_of(self, queue: str, entry_id: str, priority: str | None = None) -> str:
+        """The band stream an entry lives in (from its priority, or searched by caller)."""
+        return self.keys.queue(queue, PRIORITIES[priority or "normal"])
+
+    async def find_stream(self, queue: str, entry_id: str) -> str:
+        """The band stream of ``queue`` that holds ``entry_id``."""
+        for band in BANDS:
+            key = self.keys.queue(queue, band)
+            if await self.store.redis.xrange(key, entry_id, entry_id, count=1):
+                return key
+        raise AgentError(f"entry {entry_id} is not in queue {queue!r} (acked already?)")
+
+    async def ack(self, queue: str, entry_id: str, agent: str) -> None:
+        stream = await self.find_stream(queue, entry_id)
+        await self._owned_call(self.store.scripts.ack, stream, agent, entry_id)
+
+    async def release(self, queue: str, entry_id: str, agent: str) -> None:
+        stream = await self.find_stream(queue, entry_id)
+        await self._owned_call(self.store.scripts.release, stream, agent, entry_id)
+
+    async def renew(self, queue: str, entry_id: str, agent: str) -> None:
+        stream = await self.find_stream(queue, entry_id)
+        await self._owned_call(self.store.scripts.renew, stream, agent, entry_id)
+
+    async def status(self) -> list[QueueStatus]:
+        """Depth (waiting + claimed), claimed count and oldest age of every queue."""
+        names = await self.queue_names()
+        pipe = self.store.redis.pipeline(transaction=False)
+        for q in names:
+            for key in self.keys.queue_bands(q):
+                pipe.xlen(key)
+                pipe.xrange(key, count=1)
+                pipe.xpending(key, QUEUE_GROUP)
+        raw = await pipe.execute(raise_on_error=False)
+        now = time.time()
+        out = []
+        per = 3 * len(BANDS)
+        for i, q in enumerate(names):
+            depth = claimed = 0
+            oldest: float | None = None
+            chunk = raw[i * per : (i + 1) * per]
+            for j in range(len(BANDS)):
+                n, first, pending = chunk[3 * j : 3 * j + 3]
+                if isinstance(n, int):
+                    depth += n
+                if isinstance(pending, dict):
+                    claimed += int(pending.get("pending") or 0)
+                if isinstance(first, list) and first:
+                    queued_at = float(first[0][1].get("queued_at") or 0)
+                    if queued_at and (oldest is None or queued_at < oldest):
+                        oldest = queued_at
+            age = round(max(0.0, now - oldest), 3) if oldest is not None else None
+            out.append(QueueStatus(q, depth, claimed, age))
+        return out
+
+    async def reply(
+        self,
+        conversation_id: str,
+        text: str,
+        agent: str | None = None,
+        channel: str | None = None,
+        kind: str = "reply",
+    ) -> str:
+        """Post a reply to the outbox; return its outbox id (see ``delivery`` hash)."""
+        if not text.strip():
+            raise AgentError("a reply needs some text")
+        conv = await self.store.redis.hgetall(self.keys.conversation(conversation_id))
+        if not conv:
+            raise AgentError(f"conversation {conversation_id} does not exist (or has expired)")
+        use_channel = channel or conv.get("channel")
+        to = conv.get("reply_to")
+        if not use_channel or not to:
+            raise AgentError(f"conversation {conversation_id} has no channel to reply on")
+        out = OutboundMessage(
+            id=new_id("o"),
+            conversation_id=conversation_id,
+            channel=use_channel,
+            to=to,
+            text=text,
+            subject=conv.get("subject"),
+            in_reply_to=conv.get("last_thread_ref"),
+            agent=agent,
+            kind=kind,
+        )
+        now = f"{time.time():.3f}"
+        pipe = self.store.redis.pipeline(transaction=True)
+        pipe.hset(
+            self.keys.delivery(out.id),
+            mapping={
+                "id": out.id,
+                "conversation_id": conversation_id,
+                "channel": use_channel,
+                "status": "queued",
+                "attempts": 0,
+                "created_at": now,
+                "agent": agent or "",
+                "kind": kind,
+                "text": text,
+            },
+        )
+        pipe.xadd(self.keys.outbox, {"o": out.to_json()})
+        pipe.xadd(
+            self.keys.timeline(conversation_id),
+            {
+                "direction": "out",
+                "outbox_id": out.id,
+                "channel": use_channel,
+                "at": now,
+                "agent": agent or "",
+            },
+            maxlen=10000,
+            approximate=True,
+        )
+        pipe.hset(self.keys.conversation(conversation_id), "last_reply_at", now)
+        await pipe.execute()
+        return out.id
+
+    async def delivery(self, outbox_id: str) -> dict[str, str]:
+        return await self.store.redis.hgetall(self.keys.delivery(outbox_id))

@@ -1,0 +1,306 @@
+"""The daemon's lifecycle: start, serve, reload, drain, stop.
+
+Start: Redis (the embedded one if configured), schema check, consumer
+groups, ingest, adapters, HTTP, routing and outbox workers, then READY=1.
+SIGHUP reloads the config (validated first; on error the old one stays and
+the error is logged with file and line). SIGTERM/SIGINT drains: intake stops
+(new requests get 503), in-flight requests and the routing batch in hand
+finish, leases are released, and the process exits within
+``shutdown_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from router.adapters.api import ApiAdapter, ApiCallbackSender
+from router.adapters.base import Adapter, Sender
+from router.agent import AgentClient
+from router.config import Config, load_config
+from router.embedded import EmbeddedRedis
+from router.http import build_app
+from router.ingest import Ingestor
+from router.metrics import Metrics
+from router.outbox import OutboxWorker
+from router.pipeline import RoutingWorker
+from router.store import Store
+from router.systemd import Notifier
+from router.yamlsource import ConfigError
+
+log = structlog.get_logger("router.app")
+
+# Settings only a restart can change: a reload that changes them is refused.
+RESTART_ONLY = (
+    ("redis",),
+    ("http", "listen"),
+    ("state_dir",),
+    ("ingest", "partitions"),
+    ("instance_id",),
+)
+
+
+def queue_settings(cfg: Config) -> dict[str, dict]:
+    """What agent tools may read about each queue (published in Redis)."""
+    return {
+        name: {"visibility_timeout": q.visibility_timeout, "description": q.description}
+        for name, q in cfg.queues.items()
+    }
+
+
+def _get(cfg: Config, path: tuple[str, ...]) -> object:
+    value: object = cfg
+    for p in path:
+        value = getattr(value, p)
+    return value
+
+
+class Daemon:
+    """One running router process."""
+
+    def __init__(self, config_path: Path, cfg: Config) -> None:
+        self.config_path = config_path
+        self.cfg = cfg
+        self.metrics = Metrics()
+        self.notifier = Notifier()
+        self.accepting = False
+        self._stop = asyncio.Event()
+        self._workers_stop = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self.embedded: EmbeddedRedis | None = None
+        self.store: Store | None = None
+        self.http_port: int | None = None
+
+    def config(self) -> Config:
+        return self.cfg
+
+    # -- run -------------------------------------------------------------------
+    async def run(self) -> int:
+        cfg = self.cfg
+        loop = asyncio.get_running_loop()
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.embedded_redis:
+            self.embedded = EmbeddedRedis(cfg.state_dir / "redis", cfg.redis.embedded.appendfsync)
+            await self.embedded.start(cfg.redis.embedded.start_timeout)
+        store = self.store = Store.open(cfg)
+        try:
+            version = await self._connect(store)
+        except Exception:
+            await self._close_redis()
+            raise
+        ingestor = Ingestor(store, cfg.ingest.dedup_ttl)
+        await ingestor.start()
+
+        adapters: list[Adapter] = []
+        senders: dict[str, Sender] = {}
+        api_sender = ApiCallbackSender(self.config)
+        senders["api"] = api_sender
+        adapters.append(
+            ApiAdapter(self.config, ingestor.ingest, self.metrics, lambda: self.accepting)
+        )
+
+        app = build_app(
+            adapters=adapters,
+            max_body_bytes=cfg.http.max_body_bytes,
+            redis_ready=self._redis_ready,
+            render_metrics=self._render_metrics,
+        )
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=max(1.0, cfg.shutdown_timeout / 2),
+        )
+        await runner.setup()
+        host, port = cfg.http.host_port
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        self.http_port = _bound_port(runner) or port
+        for a in adapters:
+            await a.start()
+
+        node = cfg.node_id
+        routing = RoutingWorker(store, self.config, self.metrics, node)
+        outbox = OutboxWorker(store, self.config, senders, self.metrics, node)
+        tasks = [
+            asyncio.create_task(routing.run(self._workers_stop), name="routing"),
+            asyncio.create_task(outbox.run(self._workers_stop), name="outbox"),
+        ]
+        if self.notifier.watchdog_interval:
+            tasks.append(asyncio.create_task(self._watchdog(), name="watchdog"))
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        self.accepting = True
+        log.info(
+            "started",
+            node=node,
+            http=f"{host}:{self.http_port}",
+            redis="embedded" if cfg.embedded_redis else _safe_url(cfg.redis.url),
+            redis_version=version,
+            config=str(self.config_path),
+            queues=sorted(cfg.queues),
+        )
+        self.notifier.ready(f"routing; http on {host}:{self.http_port}")
+
+        # Wait for SIGTERM/SIGINT, or for a worker to die (a bug: stop loudly).
+        stop_wait = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        crashed = [t for t in done if t is not stop_wait and t.exception() is not None]
+        for t in crashed:
+            log.error(
+                "worker_crashed",
+                worker=t.get_name(),
+                exc_info=t.exception(),
+                action="the daemon stops so systemd restarts it; report this bug",
+            )
+
+        # -- drain -------------------------------------------------------------
+        started = time.monotonic()
+        self.notifier.stopping()
+        log.info("stopping", timeout_s=cfg.shutdown_timeout)
+        self.accepting = False
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        for a in adapters:
+            with contextlib.suppress(Exception):
+                await a.stop()
+        await runner.cleanup()  # stops listening, lets in-flight requests finish
+        await ingestor.stop()
+        self._workers_stop.set()
+        remaining = max(1.0, cfg.shutdown_timeout - (time.monotonic() - started))
+        _, pending = await asyncio.wait(tasks, timeout=remaining)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await api_sender.close()
+        stop_wait.cancel()
+        await self._close_redis()
+        log.info("stopped", seconds=round(time.monotonic() - started, 2))
+        return 1 if crashed else 0
+
+    async def _connect(self, store: Store) -> str:
+        """Wait for Redis (it may be starting too), then check and prepare it."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                version = await store.check_server()
+                break
+            except (RedisError, OSError) as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"cannot reach Redis at {_safe_url(self.cfg.redis_url)}: {exc}"
+                    ) from None
+                log.warning("redis_unreachable", error=str(exc), action="retrying")
+                await asyncio.sleep(1)
+        await store.prepare(self.cfg.queues, queue_settings(self.cfg))
+        return version
+
+    async def _close_redis(self) -> None:
+        if self.store is not None:
+            with contextlib.suppress(Exception):
+                await self.store.close()
+        if self.embedded is not None:
+            await self.embedded.stop()
+
+    async def _watchdog(self) -> None:
+        assert self.notifier.watchdog_interval
+        while True:
+            # Only claim liveness while the event loop turns and Redis answers.
+            ok, _ = await self._redis_ready()
+            if ok:
+                self.notifier.watchdog()
+            await asyncio.sleep(self.notifier.watchdog_interval)
+
+    async def _redis_ready(self) -> tuple[bool, str]:
+        if self.store is None:
+            return False, "not connected"
+        try:
+            await asyncio.wait_for(self.store.redis.ping(), timeout=2)
+        except Exception as exc:
+            return False, f"unreachable: {type(exc).__name__}"
+        return True, "ok"
+
+    async def _render_metrics(self) -> bytes:
+        if self.store is not None:
+            with contextlib.suppress(RedisError, OSError):
+                for s in await AgentClient(self.store).status():
+                    self.metrics.queue_depth.labels(s.queue).set(s.depth)
+                    self.metrics.queue_oldest_age.labels(s.queue).set(s.oldest_age_seconds or 0)
+        return self.metrics.render()
+
+    # -- reload ----------------------------------------------------------------
+    async def reload(self) -> bool:
+        """Load the config again; swap it in only if it is valid."""
+        async with self._reload_lock:
+            self.notifier.reloading()
+            try:
+                new = await asyncio.to_thread(load_config, self.config_path)
+                changed = [".".join(p) for p in RESTART_ONLY if _get(new, p) != _get(self.cfg, p)]
+                if changed:
+                    raise ConfigError(
+                        [
+                            f"{self.config_path}:1: changing {', '.join(changed)} needs a restart "
+                            "(systemctl restart router); nothing was changed"
+                        ]
+                    )
+                assert self.store is not None
+                await self.store.prepare(new.queues, queue_settings(new))
+            except ConfigError as exc:
+                self.metrics.config_reloads.labels("error").inc()
+                log.error(
+                    "config_reload_refused",
+                    problems=exc.problems,
+                    action="fix the file and send SIGHUP again; the old config stays live",
+                )
+                return False
+            except (RedisError, OSError) as exc:
+                self.metrics.config_reloads.labels("error").inc()
+                log.error(
+                    "config_reload_failed",
+                    error=str(exc),
+                    action="Redis was unreachable; the old config stays live, retry",
+                )
+                return False
+            finally:
+                self.notifier.ready()
+            self.cfg = new
+            self.metrics.config_reloads.labels("ok").inc()
+            log.info(
+                "config_reloaded",
+                config=str(self.config_path),
+                queues=sorted(new.queues),
+                rules=len(new.rules),
+            )
+            return True
+
+
+def _bound_port(runner: web.AppRunner) -> int | None:
+    for addr in runner.addresses:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            return int(addr[1])
+    return None
+
+
+def _safe_url(url: str) -> str:
+    """A Redis URL without its password, for logs."""
+    import re
+
+    return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", url)
+
+
+async def serve(config_path: Path) -> int:
+    """Load the config and run the daemon until it is told to stop."""
+    cfg = load_config(config_path)
+    from router.logs import configure
+
+    configure(cfg.logging.level, cfg.logging.format)
+    return await Daemon(config_path, cfg).run()

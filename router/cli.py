@@ -1,0 +1,361 @@
+"""``router``: the command line. It parses arguments and calls the library.
+
+Every command takes ``--config FILE`` (default ``$ROUTER_CONFIG``, then
+``/etc/router/router.yaml``) and honours the same ROUTER_* environment
+overrides as the daemon, so it reaches the same Redis (for the embedded one,
+the daemon's socket under the state directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from router.config import Config, load_config
+from router.yamlsource import ConfigError
+
+DEFAULT_CONFIG = "/etc/router/router.yaml"
+
+
+class CliError(Exception):
+    """A failure to report on stderr and exit non-zero."""
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _config(args: argparse.Namespace, secrets: str = "redis") -> Config:
+    return load_config(args.config, secrets=secrets)
+
+
+async def _with_store(cfg: Config, fn: Callable[[Any], Awaitable[int]]) -> int:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from router.store import Store
+
+    if cfg.embedded_redis and not cfg.redis_socket.exists():
+        raise CliError(
+            f"the embedded Redis is not running (no socket at {cfg.redis_socket}); "
+            "start the daemon with `router serve` first"
+        )
+    store = Store.open(cfg)
+    try:
+        return await fn(store)
+    except (RedisConnectionError, OSError) as exc:
+        raise CliError(f"cannot reach Redis at {cfg.redis_url}: {exc}") from None
+    finally:
+        await store.close()
+
+
+# -- commands ---------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from router.app import serve
+
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        runner = asyncio.run
+    return int(runner(serve(Path(args.config))))
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    path = args.file or args.config
+    cfg = load_config(path)
+    rules = len(cfg.rules)
+    print(f"{path}: OK ({len(cfg.queues)} queues, {rules} rules)")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from router.explain import ExplainError, explain
+
+    cfg = _config(args, secrets="none")
+    raw = sys.stdin.buffer.read()
+    try:
+        _print_json(explain(cfg, raw, args.at))
+    except ExplainError as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
+def cmd_queue_list(args: argparse.Namespace) -> int:
+    from router.agent import AgentClient
+
+    async def run(store: Any) -> int:
+        rows = [s.to_dict() for s in await AgentClient(store).status()]
+        if args.json:
+            _print_json(rows)
+            return 0
+        print(f"{'QUEUE':<28} {'DEPTH':>7} {'CLAIMED':>8} {'OLDEST':>10}")
+        for r in rows:
+            age = r["oldest_age_seconds"]
+            print(
+                f"{r['queue']:<28} {r['depth']:>7} {r['claimed']:>8} "
+                f"{_age(age) if age is not None else '-':>10}"
+            )
+        return 0
+
+    return asyncio.run(_with_store(_config(args), run))
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def cmd_queue_pull(args: argparse.Namespace) -> int:
+    from router.agent import AgentClient, AgentError
+
+    async def run(store: Any) -> int:
+        client = AgentClient(store)
+        deadline = time.monotonic() + args.wait
+        try:
+            while True:
+                entry = await client.claim(args.queue, args.agent)
+                if entry is not None or time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(0.2)
+        except AgentError as exc:
+            raise CliError(str(exc)) from None
+        if entry is None:
+            if args.json:
+                _print_json(None)
+            else:
+                print(f"queue {args.queue} is empty", file=sys.stderr)
+            return 3
+        if args.json:
+            _print_json(entry.to_dict())
+        else:
+            m = entry.message
+            print(f"entry:        {entry.entry_id}  (queue {entry.queue}, {entry.priority})")
+            print(f"conversation: {entry.fields.get('conversation_id')}")
+            print(f"customer:     {entry.fields.get('customer_id')}")
+            print(
+                f"channel:      {entry.fields.get('channel')}  language: "
+                f"{entry.fields.get('language')}"
+            )
+            if m.get("subject"):
+                print(f"subject:      {m['subject']}")
+            print()
+            print(m.get("text", "(message no longer stored)"))
+            print()
+            print(
+                f"ack with:     router queue ack {entry.queue} {entry.entry_id} "
+                f"--agent {args.agent}"
+            )
+        return 0
+
+    return asyncio.run(_with_store(_config(args), run))
+
+
+def _entry_command(action: str) -> Callable[[argparse.Namespace], int]:
+    def command(args: argparse.Namespace) -> int:
+        from router.agent import AgentClient, AgentError
+
+        async def run(store: Any) -> int:
+            client = AgentClient(store)
+            try:
+                await getattr(client, action)(args.queue, args.entry, args.agent)
+            except AgentError as exc:
+                raise CliError(str(exc)) from None
+            print(f"{action}: {args.queue} {args.entry}")
+            return 0
+
+        return asyncio.run(_with_store(_config(args), run))
+
+    return command
+
+
+def cmd_reply(args: argparse.Namespace) -> int:
+    from router.agent import AgentClient, AgentError
+
+    text = args.text if args.text != "-" else sys.stdin.read()
+
+    async def run(store: Any) -> int:
+        try:
+            outbox_id = await AgentClient(store).reply(
+                args.conversation, text, agent=args.agent, channel=args.channel
+            )
+        except AgentError as exc:
+            raise CliError(str(exc)) from None
+        if args.json:
+            _print_json({"outbox_id": outbox_id})
+        else:
+            print(f"queued reply {outbox_id}; follow it with: router outbox status {outbox_id}")
+        return 0
+
+    return asyncio.run(_with_store(_config(args), run))
+
+
+def cmd_outbox_status(args: argparse.Namespace) -> int:
+    from router.agent import AgentClient
+
+    async def run(store: Any) -> int:
+        state = await AgentClient(store).delivery(args.outbox_id)
+        if not state:
+            raise CliError(f"no delivery record for {args.outbox_id}")
+        state.pop("text", None)
+        _print_json(state)
+        return 0
+
+    return asyncio.run(_with_store(_config(args), run))
+
+
+def cmd_dead_letters_list(args: argparse.Namespace) -> int:
+    from router.deadletters import list_dead_letters
+
+    async def run(store: Any) -> int:
+        rows = await list_dead_letters(store, args.count)
+        if args.json:
+            _print_json([r.summary() for r in rows])
+            return 0
+        if not rows:
+            print("no dead letters")
+        for r in rows:
+            s = r.summary()
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(s.get("failed_at", 0))))
+            ref = s.get("message_id") or s.get("outbox_id") or ""
+            print(f"{r.id}  {when}Z  {s.get('kind')}/{s.get('stage')}  {ref}  {s.get('reason')}")
+        return 0
+
+    return asyncio.run(_with_store(_config(args), run))
+
+
+def cmd_dead_letters_replay(args: argparse.Namespace) -> int:
+    from router.deadletters import list_dead_letters, replay
+
+    async def run(store: Any) -> int:
+        ids = list(args.ids)
+        if args.all:
+            ids = [r.id for r in await list_dead_letters(store, count=1_000_000)]
+        if not ids:
+            raise CliError("name dead-letter ids to replay, or --all")
+        ok = 0
+        for n, (dl_id, new, note) in enumerate(await replay(store, ids), 1):
+            ok += new is not None
+            print(f"[{n}/{len(ids)}] {dl_id}: {note}" + (f" -> {new}" if new else ""))
+        print(f"replayed {ok} of {len(ids)}")
+        return 0 if ok == len(ids) else 1
+
+    return asyncio.run(_with_store(_config(args), run))
+
+
+# -- parser ------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    default_config = os.environ.get("ROUTER_CONFIG", DEFAULT_CONFIG)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        "-c",
+        default=default_config,
+        help=f"config file (default: $ROUTER_CONFIG or {DEFAULT_CONFIG})",
+    )
+    p = argparse.ArgumentParser(
+        prog="router", description="Omnichannel message-routing daemon and its tools."
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("serve", parents=[common], help="run the daemon")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser(
+        "check-config",
+        parents=[common],
+        help="validate a config file (exit 0, or FILE:LINE: message)",
+    )
+    s.add_argument("file", nargs="?", help="file to check (default: --config)")
+    s.set_defaults(func=cmd_check_config)
+
+    s = sub.add_parser(
+        "explain", parents=[common], help="dry-run the routing of one message (JSON on stdin)"
+    )
+    s.add_argument("--at", help="decide as if at this ISO 8601 time (default: now)")
+    s.set_defaults(func=cmd_explain)
+
+    q = sub.add_parser("queue", help="agent queues").add_subparsers(
+        dest="queue_command", required=True, metavar="ACTION"
+    )
+    s = q.add_parser("list", parents=[common], help="queues with depth and oldest age")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_queue_list)
+    s = q.add_parser("pull", parents=[common], help="claim the most urgent entry of a queue")
+    s.add_argument("queue")
+    s.add_argument("--agent", required=True, help="agent name (the claim's owner)")
+    s.add_argument("--wait", type=float, default=0.0, help="seconds to wait for an entry")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_queue_pull)
+    for action, text in (
+        ("ack", "finish a claimed entry (it leaves the queue)"),
+        ("release", "give a claimed entry back to the queue"),
+        ("renew", "keep a claim alive past the visibility timeout"),
+    ):
+        s = q.add_parser(action, parents=[common], help=text)
+        s.add_argument("queue")
+        s.add_argument("entry", help="entry id, as printed by `queue pull`")
+        s.add_argument("--agent", required=True)
+        s.set_defaults(func=_entry_command(action))
+
+    s = sub.add_parser("reply", parents=[common], help="send a reply to a conversation")
+    s.add_argument("conversation")
+    s.add_argument("--text", required=True, help="reply text ('-' reads stdin)")
+    s.add_argument("--agent", help="who replies")
+    s.add_argument("--channel", help="reply on this channel instead of the conversation's")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_reply)
+
+    o = sub.add_parser("outbox", help="outbound messages").add_subparsers(
+        dest="outbox_command", required=True, metavar="ACTION"
+    )
+    s = o.add_parser("status", parents=[common], help="delivery state of a reply")
+    s.add_argument("outbox_id")
+    s.set_defaults(func=cmd_outbox_status)
+
+    d = sub.add_parser("dead-letters", help="messages and replies that failed").add_subparsers(
+        dest="dl_command", required=True, metavar="ACTION"
+    )
+    s = d.add_parser("list", parents=[common], help="list dead letters with their reason")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--count", type=int, default=100)
+    s.set_defaults(func=cmd_dead_letters_list)
+    s = d.add_parser("replay", parents=[common], help="put dead letters back to be retried")
+    s.add_argument("ids", nargs="*")
+    s.add_argument("--all", action="store_true")
+    s.set_defaults(func=cmd_dead_letters_replay)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    except CliError as exc:
+        print(f"router: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Ingest: the one door every adapter uses to hand over a customer message.
+
+``await ingestor.ingest(message)`` returns only once the message is in Redis
+(deduplicated on channel + source id). Only then may the adapter acknowledge
+its source: flag the IMAP message, answer the webhook, move the cursor. If
+Redis cannot be reached it raises :class:`StoreUnavailable` and the adapter
+must not acknowledge (the source will deliver again).
+
+Concurrent calls are coalesced: while one Redis round trip is in flight, new
+messages queue up and go together in the next pipeline, so throughput grows
+with load instead of being bound by the round-trip time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from router.model import InboundMessage, new_id
+from router.profiles.identity import redact
+from router.store import Store, evalsha_many
+
+
+class StoreUnavailable(Exception):
+    """Redis did not confirm the write; the message is NOT stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    id: str
+    duplicate: bool
+
+
+class Ingestor:
+    """Durable, deduplicated intake into the partitioned ingest streams."""
+
+    def __init__(self, store: Store, dedup_ttl: float, max_batch: int = 500) -> None:
+        self.store = store
+        self.dedup_ttl = int(dedup_ttl)
+        self.max_batch = max_batch
+        self._pending: list[tuple[InboundMessage, asyncio.Future[IngestResult]]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="ingest-flusher")
+
+    async def stop(self) -> None:
+        """Flush what is queued, then stop."""
+        if self._task is None:
+            return
+        while self._pending:
+            self._wakeup.set()
+            await asyncio.sleep(0.01)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def ingest(self, message: InboundMessage) -> IngestResult:
+        """Store ``message`` durably once; return its id and whether it was a duplicate."""
+        if not message.id:
+            message.id = new_id("m")
+        if self._task is None:  # not started (CLI, tests): a direct round trip
+            result = (await self._write([message]))[0]
+            if isinstance(result, Exception):
+                raise result
+            return result
+        fut: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
+        self._pending.append((message, fut))
+        self._wakeup.set()
+        return await fut
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+                try:
+                    results = await self._write([m for m, _ in batch])
+                except StoreUnavailable as exc:
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(StoreUnavailable(str(exc)))
+                    continue
+                for (_, fut), result in zip(batch, results, strict=True):
+                    if fut.done():
+                        continue
+                    if isinstance(result, Exception):
+                        fut.set_exception(result)
+                    else:
+                        fut.set_result(result)
+
+    async def _write(self, messages: list[InboundMessage]) -> list[Any]:
+        keys = self.store.keys
+        deduped: list[int] = []
+        calls: list[tuple[list[str], list[Any]]] = []
+        plain: list[int] = []
+        for i, m in enumerate(messages):
+            stream = keys.ingest(self.store.partition_of(str(m.sender)))
+            if m.source_id:
+                deduped.append(i)
+                calls.append(
+                    (
+                        [keys.dedup(m.channel, m.source_id), stream],
+                        [m.id, self.dedup_ttl, m.to_json()],
+                    )
+                )
+            else:
+                plain.append(i)
+        out: list[Any] = [None] * len(messages)
+        try:
+            if calls:
+                for i, r in zip(
+                    deduped,
+                    await evalsha_many(self.store.redis, self.store.scripts.ingest, calls),
+                    strict=True,
+                ):
+                    out[i] = (
+                        StoreUnavailable(f"Redis refused message {messages[i].id}: {r}")
+                        if isinstance(r, Exception)
+                        else IngestResult(str(r[0]), bool(int(r[1])))
+                    )
+            if plain:
+                pipe = self.store.redis.pipeline(transaction=False)
+                for i in plain:
+                    m = messages[i]
+                    pipe.xadd(
+                        keys.ingest(self.store.partition_of(str(m.sender))), {"m": m.to_json()}
+                    )
+                for i, r in zip(plain, await pipe.execute(raise_on_error=False), strict=True):
+                    out[i] = (
+                        StoreUnavailable(f"Redis refused message {messages[i].id}: {r}")
+                        if isinstance(r, Exception)
+                        else IngestResult(messages[i].id, False)
+                    )
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        return out
+
+
+def describe(message: InboundMessage) -> dict[str, str]:
+    """Log-safe facts about a message (no body, no raw address)."""
+    return {
+        "message_id": message.id,
+        "channel": message.channel,
+        "sender": redact(message.sender),
+    }

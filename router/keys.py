@@ -1,0 +1,108 @@
+"""Every Redis key the daemon reads or writes, in one place.
+
+The key schema is a public API for agent tools written in any language; it is
+documented in ``docs/redis-schema.md``. Bump ``SCHEMA_VERSION`` when a key or
+field changes meaning, and say so in the CHANGELOG.
+
+Keys of one queue, conversation, customer or message carry a ``{hash tag}``
+so related keys stay together on one slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCHEMA_VERSION = 1
+
+# Consumer groups.
+INGEST_GROUP = "routers"
+QUEUE_GROUP = "agents"
+OUTBOX_GROUP = "senders"
+
+# Priority bands of an agent queue, highest first.
+BANDS = (0, 1, 2, 3)
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names under one prefix (default ``router:``)."""
+
+    prefix: str = "router:"
+
+    # --- meta -------------------------------------------------------------
+    @property
+    def meta(self) -> str:
+        """Hash: schema_version, partitions, created_at."""
+        return f"{self.prefix}meta"
+
+    @property
+    def queues(self) -> str:
+        """Hash: queue name -> JSON of its public settings (visibility timeout...)."""
+        return f"{self.prefix}queues"
+
+    @property
+    def scripts(self) -> str:
+        """Hash: script name -> SHA1 of the Lua scripts agent tools may EVALSHA."""
+        return f"{self.prefix}scripts"
+
+    # --- ingest -----------------------------------------------------------
+    def ingest(self, partition: int) -> str:
+        """Stream of one ingest partition, consumer group ``routers``."""
+        return f"{self.prefix}ingest:{{{partition}}}"
+
+    def lease(self, partition: int) -> str:
+        """String: node id of the daemon routing this partition (expires)."""
+        return f"{self.prefix}lease:ingest:{{{partition}}}"
+
+    def dedup(self, channel: str, source_id: str) -> str:
+        """String: message id already given to (channel, source id); expires."""
+        return f"{self.prefix}dedup:{channel}:{source_id}"
+
+    def message(self, message_id: str) -> str:
+        """Hash: one routed message (body, sender, routing result)."""
+        return f"{self.prefix}msg:{{{message_id}}}"
+
+    # --- profiles and conversations --------------------------------------
+    def identity(self, kind: str, value: str) -> str:
+        """String: customer id owning an identity (email address, phone...)."""
+        return f"{self.prefix}identity:{kind}:{value}"
+
+    def customer(self, customer_id: str) -> str:
+        """Hash: the customer profile."""
+        return f"{self.prefix}customer:{{{customer_id}}}"
+
+    def conversation(self, conversation_id: str) -> str:
+        """Hash: one conversation's state."""
+        return f"{self.prefix}conv:{{{conversation_id}}}"
+
+    def timeline(self, conversation_id: str) -> str:
+        """Stream: the conversation's messages in and out, in order."""
+        return f"{self.prefix}conv:{{{conversation_id}}}:timeline"
+
+    # --- agent queues -----------------------------------------------------
+    def queue(self, name: str, band: int) -> str:
+        """Stream of one priority band of an agent queue, consumer group ``agents``."""
+        return f"{self.prefix}q:{{{name}}}:p{band}"
+
+    def queue_bands(self, name: str) -> list[str]:
+        return [self.queue(name, b) for b in BANDS]
+
+    # --- outbox and dead letters ------------------------------------------
+    @property
+    def outbox(self) -> str:
+        """Stream of replies to send, consumer group ``senders``."""
+        return f"{self.prefix}outbox"
+
+    @property
+    def outbox_delayed(self) -> str:
+        """Sorted set: outbox entries waiting for a retry (score = due, ms)."""
+        return f"{self.prefix}outbox:delayed"
+
+    def delivery(self, outbox_id: str) -> str:
+        """Hash: delivery state of one outbound message."""
+        return f"{self.prefix}delivery:{{{outbox_id}}}"
+
+    @property
+    def deadletter(self) -> str:
+        """Stream: messages and replies that could not be handled, with the reason."""
+        return f"{self.prefix}deadletter"

@@ -1,0 +1,75 @@
+"""Prometheus metrics of one daemon, on its own registry (no globals)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    """Every metric the daemon exports on ``/metrics``."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.messages_in = Counter(
+            "router_messages_in_total",
+            "Messages accepted from a channel (result=new|duplicate)",
+            ["channel", "result"],
+            registry=r,
+        )
+        self.ingest_unavailable = Counter(
+            "router_ingest_unavailable_total",
+            "Messages refused because Redis could not store them (sources retry)",
+            ["channel"],
+            registry=r,
+        )
+        self.routed = Counter(
+            "router_messages_routed_total",
+            "Messages placed in an agent queue",
+            ["queue"],
+            registry=r,
+        )
+        self.routing_latency = Histogram(
+            "router_routing_latency_seconds",
+            "From receipt by the daemon to the entry in the agent queue",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "router_dead_letters_total",
+            "Messages or replies moved to the dead-letter stream",
+            ["source"],
+            registry=r,
+        )
+        self.outbox_sent = Counter(
+            "router_outbox_sent_total", "Replies delivered", ["channel"], registry=r
+        )
+        self.outbox_failures = Counter(
+            "router_outbox_failures_total",
+            "Failed delivery attempts (each retry counts)",
+            ["channel"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "router_queue_depth",
+            "Entries waiting or claimed in an agent queue",
+            ["queue"],
+            registry=r,
+        )
+        self.queue_oldest_age = Gauge(
+            "router_queue_oldest_age_seconds",
+            "Age of the oldest entry of an agent queue",
+            ["queue"],
+            registry=r,
+        )
+        self.partitions_owned = Gauge(
+            "router_ingest_partitions_owned", "Ingest partitions this daemon routes", registry=r
+        )
+        self.config_reloads = Counter(
+            "router_config_reloads_total",
+            "Config reloads (result=ok|error)",
+            ["result"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,130 @@
+"""The data that flows through the daemon: normalised messages and decisions.
+
+Adapters build an :class:`InboundMessage`; routing produces a
+:class:`Decision`; agent tools' replies become :class:`OutboundMessage`.
+They serialise to flat JSON with orjson for Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def new_id(prefix: str) -> str:
+    """A time-ordered unique id (ULID layout, lower-case): ``m01hx...``.
+
+    Sorting ids sorts by creation time, which makes Redis listings readable.
+    """
+    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return prefix + "".join(reversed(chars))
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """One way to reach a customer: ``email``/``phone``/``x``/``chat``/``api`` + value."""
+
+    kind: str
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.value}"
+
+
+@dataclass(slots=True)
+class Hints:
+    """What the channel tells us about language, place and time zone."""
+
+    language: str | None = None  # e.g. email Content-Language, tweet lang
+    locale: str | None = None  # e.g. browser "pt-BR"
+    timezone: str | None = None  # e.g. browser "Asia/Tokyo"
+    date_offset: str | None = None  # e.g. email Date: "+05:30"
+    country: str | None = None  # ISO 3166 alpha-2
+
+
+@dataclass(slots=True)
+class InboundMessage:
+    """A customer message from any channel, normalised.
+
+    ``source_id`` is the channel's own id (IMAP UID key, MessageSid, tweet id,
+    client message id); with ``channel`` it is the deduplication key.
+    ``thread_ref`` is a channel reference that ties it to an earlier message
+    (email In-Reply-To, X conversation id, chat session).
+    """
+
+    channel: str
+    sender: Identity
+    text: str
+    source_id: str | None = None
+    subject: str | None = None
+    display_name: str | None = None
+    thread_ref: str | None = None
+    received_at: float = field(default_factory=time.time)
+    hints: Hints = field(default_factory=Hints)
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    # Channel facts routing may use (e.g. auto_submitted=true), all strings.
+    meta: dict[str, str] = field(default_factory=dict)
+    id: str = ""
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> InboundMessage:
+        data = orjson.loads(raw)
+        data["sender"] = Identity(**data["sender"])
+        data["hints"] = Hints(**data.get("hints") or {})
+        return cls(**data)
+
+
+@dataclass(slots=True)
+class Decision:
+    """Where a message goes and why. Produced by the pure routing function."""
+
+    queue: str
+    priority: str
+    language: str
+    language_source: str
+    rule: str | None
+    reasons: list[str]
+    target_index: int = 0
+    due_at: float | None = None
+    timezone: str | None = None
+    timezone_source: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class OutboundMessage:
+    """A reply (or acknowledgement) to send on a channel."""
+
+    id: str
+    conversation_id: str
+    channel: str
+    to: str
+    text: str
+    subject: str | None = None
+    in_reply_to: str | None = None  # channel reference of the message answered
+    agent: str | None = None
+    kind: str = "reply"  # reply | ack
+    attempt: int = 0
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> OutboundMessage:
+        return cls(**orjson.loads(raw))

@@ -1,0 +1,401 @@
+"""The routing worker: one message's path from the ingest stream to a queue.
+
+Read top to bottom, per batch of ingest entries:
+
+1. **read**     XREADGROUP on the ingest partitions this daemon holds a lease on
+2. **decode**   the normalised message the adapter stored
+3. **identify** the customer behind the sender (profile created on first contact)
+4. **thread**   the conversation the message joins
+5. **route**    ``decide(config, message, profile, now)``, a pure function
+6. **commit**   queue entry + message + profile + conversation + timeline + XACK,
+                one atomic script per message; a redelivered entry that was
+                already committed is only acknowledged (never queued twice)
+
+A message that cannot be decoded or routed is dead-lettered with the reason;
+Redis being unreachable only pauses the worker (entries stay pending and are
+read again). One customer's messages share a partition, and a partition is
+routed by one daemon at a time (a lease), in stream order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+from redis.exceptions import RedisError
+
+from router.config import PRIORITIES, Config
+from router.deadletters import dead_letter_fields
+from router.keys import INGEST_GROUP
+from router.metrics import Metrics
+from router.model import Decision, InboundMessage
+from router.profiles.context import Context, identify_many, thread
+from router.profiles.identity import redact
+from router.routing import decide
+from router.scripts import flat
+from router.store import Store, evalsha_many
+
+log = structlog.get_logger("router.pipeline")
+
+
+@dataclass(slots=True)
+class Entry:
+    """One ingest stream entry being routed."""
+
+    stream: str
+    entry_id: str
+    raw: bytes | str | None
+    message: InboundMessage | None = None
+    context: Context | None = None
+
+
+@dataclass(slots=True)
+class Failure:
+    entry: Entry
+    stage: str
+    reason: str
+
+
+class RoutingWorker:
+    """Routes the ingest partitions this daemon holds a lease on."""
+
+    def __init__(
+        self, store: Store, get_config: Callable[[], Config], metrics: Metrics, node: str
+    ) -> None:
+        self.store = store
+        self.get_config = get_config
+        self.metrics = metrics
+        self.node = node
+        # partition -> read position: "0" while re-reading our pending entries
+        # (after taking a partition over, or after an error), ">" for new ones.
+        self.owned: dict[int, str] = {}
+
+    # -- lifecycle ---------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Route until ``stop`` is set; then finish the batch in hand and let go."""
+        next_lease = 0.0
+        while not stop.is_set():
+            cfg = self.get_config()
+            try:
+                if time.monotonic() >= next_lease:
+                    await self.renew_leases(cfg.workers.lease_ttl)
+                    next_lease = time.monotonic() + cfg.workers.lease_ttl / 3
+                if not self.owned:
+                    await _wait(stop, cfg.workers.lease_ttl / 3)
+                    continue
+                entries = await self.read(cfg.workers.batch_size, cfg.workers.block)
+                if entries:
+                    await self.route(entries)
+            except (RedisError, OSError) as exc:
+                log.warning(
+                    "routing_paused",
+                    error=f"{type(exc).__name__}: {exc}",
+                    action="retrying in 1s; messages wait safely in the ingest stream",
+                )
+                self.owned = dict.fromkeys(self.owned, "0")
+                await _wait(stop, 1.0)
+        with contextlib.suppress(RedisError, OSError):
+            await self.release_leases()
+
+    async def renew_leases(self, ttl: float) -> None:
+        """Keep the partitions we hold, take free ones, adopt their stuck entries."""
+        keys = [self.store.keys.lease(p) for p in range(self.store.partitions)]
+        held = await self.store.scripts.lease(keys=keys, args=[self.node, int(ttl * 1000)])
+        for p, ok in enumerate(held):
+            if ok and p not in self.owned:
+                await self._adopt(p)
+                self.owned[p] = "0"
+                log.info("partition_acquired", partition=p, node=self.node)
+            elif not ok and p in self.owned:
+                del self.owned[p]
+                log.warning(
+                    "partition_lost",
+                    partition=p,
+                    node=self.node,
+                    reason="lease expired and was taken by another daemon",
+                )
+        self.metrics.partitions_owned.set(len(self.owned))
+
+    async def _adopt(self, partition: int) -> None:
+        """Move entries left pending by a dead consumer to us, to route them first."""
+        stream = self.store.keys.ingest(partition)
+        cursor = "0-0"
+        while True:
+            # (not JUSTID: redis-py then drops the cursor from the reply)
+            resp = await self.store.redis.xautoclaim(
+                stream, INGEST_GROUP, self.node, 0, cursor, count=500
+            )
+            cursor = resp[0]
+            if cursor in ("0-0", b"0-0"):
+                break
+
+    async def release_leases(self) -> None:
+        keys = [self.store.keys.lease(p) for p in self.owned]
+        if keys:
+            await self.store.scripts.unlease(keys=keys, args=[self.node])
+        self.owned.clear()
+        self.metrics.partitions_owned.set(0)
+
+    # -- 1. read -------------------------------------------------------------
+    async def read(self, count: int, block: float) -> list[Entry]:
+        keys = self.store.keys
+        streams = {keys.ingest(p): pos for p, pos in self.owned.items()}
+        replaying = any(pos == "0" for pos in streams.values())
+        resp = await self.store.redis.xreadgroup(
+            INGEST_GROUP,
+            self.node,
+            streams,  # type: ignore[arg-type]
+            count=count,
+            block=None if replaying else int(block * 1000),
+        )
+        entries: list[Entry] = []
+        got: set[str] = set()
+        for stream, items in resp or []:
+            if items:
+                got.add(stream)
+            for entry_id, fields in items:
+                entries.append(Entry(stream, entry_id, (fields or {}).get("m")))
+        if replaying:  # partitions whose pending list is now empty go on to new entries
+            for p, pos in self.owned.items():
+                if pos == "0" and keys.ingest(p) not in got:
+                    self.owned[p] = ">"
+        return entries
+
+    # -- 2..6 ----------------------------------------------------------------
+    async def route(self, entries: list[Entry]) -> None:
+        cfg = self.get_config()
+        store = self.store
+        keys = store.keys
+        now = time.time()
+        failures: list[Failure] = []
+
+        # 2. decode
+        live: list[Entry] = []
+        for e in entries:
+            if e.raw is None:  # deleted while pending: nothing left to route
+                failures.append(Failure(e, "decode", ""))
+                continue
+            try:
+                e.message = InboundMessage.from_json(e.raw)
+            except Exception as exc:
+                failures.append(Failure(e, "decode", f"unreadable ingest entry: {exc}"))
+                continue
+            live.append(e)
+
+        # 3. identify (one round trip for the batch)
+        if live:
+            contexts = await identify_many(
+                store.redis,
+                keys,
+                store.scripts,
+                [e.message.sender for e in live if e.message],
+                now,
+            )
+            for e, ctx in zip(live, contexts, strict=True):
+                e.context = ctx
+
+        # 4 + 5. thread and route, in order; later messages of a customer in
+        # the same batch see the state the earlier ones leave behind.
+        seen: dict[str, Context] = {}
+        calls: list[tuple[list[str], list[Any]]] = []
+        committed: list[tuple[Entry, Decision, str]] = []
+        for e in live:
+            assert e.message is not None and e.context is not None
+            msg = e.message
+            ctx = seen.setdefault(e.context.customer_id, e.context)
+            try:
+                conversation_id, new_conversation = thread(
+                    ctx, msg, cfg.routing.conversation_window, now
+                )
+                decision = decide(cfg, msg, ctx, now)
+            except Exception as exc:
+                log.exception("routing_failed", message_id=msg.id)
+                failures.append(Failure(e, "route", f"{type(exc).__name__}: {exc}"))
+                continue
+            calls.append(
+                self._commit_call(cfg, e, ctx, decision, conversation_id, new_conversation, now)
+            )
+            committed.append((e, decision, conversation_id))
+            # what the next message of this customer in the batch must see
+            ctx.customer["open_conversation"] = conversation_id
+            ctx.conversation = {
+                **(ctx.conversation if not new_conversation else {}),
+                "id": conversation_id,
+                "status": "open",
+                "last_activity": f"{now:.3f}",
+                "language": decision.language,
+            }
+
+        # 6. commit (one round trip for the batch)
+        if calls:
+            results = await evalsha_many(store.redis, store.scripts.commit_route, calls)
+            for (e, decision, conversation_id), r in zip(committed, results, strict=True):
+                assert e.message is not None
+                if isinstance(r, Exception):
+                    failures.append(Failure(e, "commit", f"Redis refused the commit: {r}"))
+                    continue
+                fresh = int(r[0]) == 1
+                latency = max(0.0, time.time() - e.message.received_at)
+                if fresh:
+                    self.metrics.routed.labels(decision.queue).inc()
+                    self.metrics.routing_latency.observe(latency)
+                log.info(
+                    "routed" if fresh else "already_routed",
+                    message_id=e.message.id,
+                    channel=e.message.channel,
+                    sender=redact(e.message.sender),
+                    customer_id=e.context.customer_id if e.context else None,
+                    conversation_id=conversation_id,
+                    queue=decision.queue,
+                    priority=decision.priority,
+                    rule=decision.rule,
+                    latency_ms=round(latency * 1000, 1),
+                )
+        if failures:
+            await self._dead_letter(failures)
+
+    def _commit_call(
+        self,
+        cfg: Config,
+        e: Entry,
+        ctx: Context,
+        decision: Decision,
+        conversation_id: str,
+        new_conversation: bool,
+        now: float,
+    ) -> tuple[list[str], list[Any]]:
+        keys = self.store.keys
+        msg = e.message
+        assert msg is not None
+        band = PRIORITIES[decision.priority]
+        now_s = f"{now:.3f}"
+        queue_entry = {
+            "message_id": msg.id,
+            "conversation_id": conversation_id,
+            "customer_id": ctx.customer_id,
+            "channel": msg.channel,
+            "priority": decision.priority,
+            "language": decision.language,
+            "queued_at": now_s,
+            "due_at": f"{decision.due_at:.3f}" if decision.due_at else None,
+            "rule": decision.rule,
+            "target": decision.target_index,
+        }
+        message = {
+            "id": msg.id,
+            "channel": msg.channel,
+            "source_id": msg.source_id,
+            "sender": str(msg.sender),
+            "display_name": msg.display_name,
+            "subject": msg.subject,
+            "text": msg.text,
+            "thread_ref": msg.thread_ref,
+            "received_at": f"{msg.received_at:.3f}",
+            "routed_at": now_s,
+            "customer_id": ctx.customer_id,
+            "conversation_id": conversation_id,
+            "queue": decision.queue,
+            "priority": decision.priority,
+            "language": decision.language,
+            "decision": orjson.dumps(decision.to_dict()).decode(),
+            "hints": orjson.dumps(msg.hints).decode(),
+            "attachments": orjson.dumps(msg.attachments).decode() if msg.attachments else None,
+            "meta": orjson.dumps(msg.meta).decode() if msg.meta else None,
+        }
+        customer = {
+            "last_seen": now_s,
+            "last_channel": msg.channel,
+            "display_name": msg.display_name,
+            "open_conversation": conversation_id,
+        }
+        conversation = {
+            "id": conversation_id,
+            "customer_id": ctx.customer_id,
+            "status": "open",
+            "created_at": now_s if new_conversation else None,
+            "subject": msg.subject if new_conversation else None,
+            "channel": msg.channel,
+            "reply_to": msg.sender.value,
+            "last_message_id": msg.id,
+            "last_thread_ref": msg.thread_ref or msg.source_id,
+            "last_activity": now_s,
+            "language": decision.language,
+            "queue": decision.queue,
+        }
+        timeline = {
+            "direction": "in",
+            "message_id": msg.id,
+            "channel": msg.channel,
+            "at": now_s,
+        }
+        return (
+            [
+                keys.message(msg.id),
+                e.stream,
+                keys.queue(decision.queue, band),
+                keys.customer(ctx.customer_id),
+                keys.conversation(conversation_id),
+                keys.timeline(conversation_id),
+            ],
+            [
+                INGEST_GROUP,
+                e.entry_id,
+                int(cfg.routing.message_retention),
+                1 if new_conversation else 0,
+                *flat(queue_entry),
+                *flat(message),
+                *flat(customer),
+                *flat(conversation),
+                *flat(timeline),
+            ],
+        )
+
+    async def _dead_letter(self, failures: list[Failure]) -> None:
+        keys = self.store.keys
+        calls = []
+        for f in failures:
+            if f.entry.raw is None:  # a deleted entry: just clear it
+                await self.store.redis.xack(f.entry.stream, INGEST_GROUP, f.entry.entry_id)
+                continue
+            message_id = f.entry.message.id if f.entry.message else None
+            log.error(
+                "message_dead_lettered",
+                message_id=message_id,
+                entry=f"{f.entry.stream} {f.entry.entry_id}",
+                stage=f.stage,
+                reason=f.reason,
+                action="fix the cause, then `router dead-letters replay`",
+            )
+            calls.append(
+                (
+                    [f.entry.stream, keys.deadletter],
+                    [
+                        INGEST_GROUP,
+                        f.entry.entry_id,
+                        *dead_letter_fields(
+                            "ingest",
+                            f.stage,
+                            f.reason,
+                            f.entry.raw,
+                            message_id=message_id,
+                            source=f.entry.stream,
+                        ),
+                    ],
+                )
+            )
+            self.metrics.dead_letters.labels("ingest").inc()
+        if calls:
+            for r in await evalsha_many(self.store.redis, self.store.scripts.dead_letter, calls):
+                if isinstance(r, Exception):
+                    raise r
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

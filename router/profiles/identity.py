@@ -1,0 +1,80 @@
+"""Normalised customer identities: one spelling per person per channel kind.
+
+Two messages from the same person must produce the same identity string, or
+the customer splits into two profiles. E-mail addresses are lower-cased
+(local parts are case-insensitive in practice), phone numbers become E.164.
+"""
+
+from __future__ import annotations
+
+import re
+from email.utils import parseaddr
+
+import phonenumbers
+
+from router.model import Identity
+
+_EMAIL_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+
+# Channels whose sender is always of one kind.
+_CHANNEL_KIND = {
+    "email": "email",
+    "sms": "phone",
+    "mms": "phone",
+    "whatsapp": "phone",
+    "voice": "phone",
+    "x": "x",
+    "chat": "chat",
+}
+
+
+def normalise_email(value: str) -> str | None:
+    """``"Ana <Ana@Example.COM>"`` -> ``"ana@example.com"``; None if not an address."""
+    _, addr = parseaddr(value)
+    addr = (addr or value).strip().lower()
+    return addr if _EMAIL_RE.match(addr) else None
+
+
+def normalise_phone(value: str, region: str | None = None) -> str | None:
+    """Any written form of a number (``whatsapp:+44 20 ...``) -> E.164, or None."""
+    value = value.strip()
+    if value.lower().startswith("whatsapp:"):
+        value = value[len("whatsapp:") :]
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalise_identity(raw: str, channel: str) -> Identity:
+    """The identity behind a sender string as a channel gives it.
+
+    Channels with a fixed kind (email, sms, x...) normalise to that kind. For
+    the generic API the value is sniffed: an e-mail address or an
+    international phone number links to the same profile as that person's
+    mail or texts; anything else stays an opaque ``api`` id.
+    """
+    raw = raw.strip()
+    kind = _CHANNEL_KIND.get(channel)
+    if kind == "email":
+        return Identity("email", normalise_email(raw) or raw.lower())
+    if kind == "phone":
+        return Identity("phone", normalise_phone(raw) or raw)
+    if kind is not None:
+        return Identity(kind, raw)
+    if "@" in raw and (email := normalise_email(raw)):
+        return Identity("email", email)
+    if raw.startswith("+") and (phone := normalise_phone(raw)):
+        return Identity("phone", phone)
+    return Identity("api", raw)
+
+
+def redact(identity: Identity) -> str:
+    """A log-safe form: kind and a short stable hash, never the address itself."""
+    import hashlib
+
+    digest = hashlib.blake2s(identity.value.encode(), digest_size=5).hexdigest()
+    return f"{identity.kind}:{digest}"

@@ -1,0 +1,166 @@
+"""The connection to Redis and the schema bookkeeping around it.
+
+:class:`Store` bundles the client, the key names and the registered scripts,
+and knows how to create consumer groups and publish the schema version.
+Everything that reads or writes Redis goes through one Store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, ResponseError
+from redis.retry import Retry
+
+from router.config import Config
+from router.keys import BANDS, INGEST_GROUP, OUTBOX_GROUP, QUEUE_GROUP, SCHEMA_VERSION, Keys
+from router.scripts import PUBLIC, Scripts
+
+MIN_REDIS = (6, 2)
+
+
+class SchemaMismatch(RuntimeError):
+    """Redis holds data written under another schema version or partitioning."""
+
+
+def connect(cfg: Config, *, max_connections: int = 64) -> aioredis.Redis:
+    """A redis-py asyncio client for the configured URL (or the embedded socket)."""
+    password = cfg.redis.password.value if cfg.redis.password else None
+    kwargs = dict(
+        decode_responses=True,
+        socket_connect_timeout=cfg.redis.connect_timeout,
+        socket_timeout=max(10.0, cfg.workers.block + 5),
+        health_check_interval=30,
+        max_connections=max_connections,
+        # Few, fast retries: a caller that cannot store must hear about it
+        # quickly (HTTP 503) rather than hang.
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2),
+    )
+    if password:
+        kwargs["password"] = password
+    return aioredis.Redis.from_url(cfg.redis_url, **kwargs)
+
+
+async def evalsha_many(
+    redis: aioredis.Redis, script: AsyncScript, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]
+) -> list[Any]:
+    """Run ``script`` once per (keys, args) in one pipeline.
+
+    redis-py checks SCRIPT EXISTS before every pipeline that holds Script
+    objects (an extra round trip); we send EVALSHA directly and load the
+    script only when Redis answers NOSCRIPT (after a Redis restart).
+    Results are values or exceptions, in order.
+    """
+    for _ in range(2):
+        pipe = redis.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        results = await pipe.execute(raise_on_error=False)
+        if not any(isinstance(r, NoScriptError) for r in results):
+            return results
+        await redis.script_load(script.script)
+    return results
+
+
+@dataclass
+class Store:
+    """Redis client + key names + scripts, for one config."""
+
+    redis: aioredis.Redis
+    keys: Keys
+    scripts: Scripts
+    partitions: int
+
+    @classmethod
+    def open(cls, cfg: Config, client: aioredis.Redis | None = None) -> Store:
+        client = client or connect(cfg)
+        return cls(
+            redis=client,
+            keys=Keys(cfg.redis.prefix),
+            scripts=Scripts.register(client),
+            partitions=cfg.ingest.partitions,
+        )
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def check_server(self) -> str:
+        """Refuse a Redis older than 6.2; return its version."""
+        info = await self.redis.info("server")
+        version = str(info.get("redis_version", "0"))
+        parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+        if parts < MIN_REDIS:
+            raise RuntimeError(
+                f"Redis {version} is too old: streams with XAUTOCLAIM need Redis 6.2 or newer"
+            )
+        return version
+
+    async def prepare(self, queues: Iterable[str], queue_settings: dict[str, dict]) -> None:
+        """Create groups, check and publish the schema; safe to run on every start."""
+        meta = await self.redis.hgetall(self.keys.meta)
+        if meta:
+            if meta.get("schema_version") != str(SCHEMA_VERSION):
+                raise SchemaMismatch(
+                    f"Redis key prefix {self.keys.prefix!r} holds schema version "
+                    f"{meta.get('schema_version')}, this daemon writes {SCHEMA_VERSION}; "
+                    "see CHANGELOG for the migration, or use another redis.prefix"
+                )
+            if meta.get("partitions") != str(self.partitions):
+                raise SchemaMismatch(
+                    f"Redis holds {meta.get('partitions')} ingest partitions but the config "
+                    f"says ingest.partitions: {self.partitions}. Changing it needs an empty "
+                    "ingest (drain, then delete the meta key); set it back to "
+                    f"{meta.get('partitions')}"
+                )
+        else:
+            await self.redis.hset(
+                self.keys.meta,
+                mapping={
+                    "schema_version": SCHEMA_VERSION,
+                    "partitions": self.partitions,
+                    "created_at": int(time.time()),
+                },
+            )
+        for p in range(self.partitions):
+            await self.ensure_group(self.keys.ingest(p), INGEST_GROUP)
+        for name in queues:
+            for band in BANDS:
+                await self.ensure_group(self.keys.queue(name, band), QUEUE_GROUP)
+        await self.ensure_group(self.keys.outbox, OUTBOX_GROUP)
+        await self.publish(queue_settings)
+
+    async def publish(self, queue_settings: dict[str, dict]) -> None:
+        """Publish what agent tools need: queues and their settings, script SHAs."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self.keys.queues)
+        if queue_settings:
+            pipe.hset(
+                self.keys.queues,
+                mapping={q: orjson.dumps(s).decode() for q, s in queue_settings.items()},
+            )
+        await pipe.execute()
+        shas = {}
+        for name, source in PUBLIC.items():
+            shas[name] = await self.redis.script_load(source)
+        await self.redis.hset(self.keys.scripts, mapping=shas)
+
+    async def ensure_group(self, stream: str, group: str) -> None:
+        """Create ``group`` on ``stream`` (and the stream) if missing."""
+        try:
+            await self.redis.xgroup_create(stream, group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def partition_of(self, sender_key: str) -> int:
+        """Ingest partition of a sender: all of one sender's messages share one."""
+        import zlib
+
+        return zlib.crc32(sender_key.encode()) % self.partitions
