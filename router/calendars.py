@@ -350,6 +350,8 @@ class Calendar:
         the stretch does not end within ``horizon_days``.
         """
         now, today = self._instant(at)
+        if self._never_open:
+            return self._from_us(now)
         last = self._last_day(today)
         close: int | None = None
         for ordinal in range(today - 2, last + 1):

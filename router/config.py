@@ -114,17 +114,17 @@ class Secret(Strict):
             raise ValueError("give exactly one of env, file or credential")
         return self
 
-    def resolve(self, base_dir: Path) -> None:
+    def resolve(self, base_dir: Path, env: Mapping[str, str]) -> None:
         """Read the secret now; raise ValueError saying what is missing."""
         if self.env is not None:
-            value = os.environ.get(self.env)
+            value = env.get(self.env)
             if not value:
                 raise ValueError(f"environment variable {self.env} is not set or empty")
         else:
             if self.file is not None:
                 path = self.file if self.file.is_absolute() else base_dir / self.file
             else:
-                cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+                cred_dir = env.get("CREDENTIALS_DIRECTORY")
                 if not cred_dir:
                     raise ValueError(
                         f"credential {self.credential!r} needs CREDENTIALS_DIRECTORY "
@@ -500,7 +500,7 @@ def build_config(
         if secrets != "all" and loc[0] != secrets:
             continue
         try:
-            secret.resolve(base_dir)
+            secret.resolve(base_dir, env)
         except ValueError as exc:
             problems.append(f"{where(loc)}: {_format_loc(loc)}: {exc}")
     if problems:

@@ -107,19 +107,24 @@ class RoutingWorker:
         """Keep the partitions we hold, take free ones, adopt their stuck entries."""
         keys = [self.store.keys.lease(p) for p in range(self.store.partitions)]
         held = await self.store.scripts.lease(keys=keys, args=[self.node, int(ttl * 1000)])
+        acquired, lost = [], []
         for p, ok in enumerate(held):
             if ok and p not in self.owned:
                 await self._adopt(p)
                 self.owned[p] = "0"
-                log.info("partition_acquired", partition=p, node=self.node)
+                acquired.append(p)
             elif not ok and p in self.owned:
                 del self.owned[p]
-                log.warning(
-                    "partition_lost",
-                    partition=p,
-                    node=self.node,
-                    reason="lease expired and was taken by another daemon",
-                )
+                lost.append(p)
+        if acquired:
+            log.info("partitions_acquired", partitions=acquired, node=self.node)
+        if lost:
+            log.warning(
+                "partitions_lost",
+                partitions=lost,
+                node=self.node,
+                reason="lease expired and another daemon took over",
+            )
         self.metrics.partitions_owned.set(len(self.owned))
 
     async def _adopt(self, partition: int) -> None:

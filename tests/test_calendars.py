@@ -6,7 +6,6 @@ ignores `fold`, which is wrong around a DST change.
 """
 
 import datetime as dt
-import time
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -447,26 +446,6 @@ def test_zone_with_midnight_transitions() -> None:
     total = calendar.business_time_between(start, end)
     assert total == elapsed(start, end)  # every instant of the year is open once
     assert calendar.next_close(shift(start, H)) is None
-
-
-# -- performance ---------------------------------------------------------------------------------
-
-
-def test_hot_path_is_cheap() -> None:
-    """A loose guard against scanning: the real cost is a few microseconds per call."""
-    instants = [utc(2026, 1, 1) + k * dt.timedelta(minutes=37) for k in range(2000)]
-    for at in instants:  # warm the per-day cache
-        OFFICE_NY.add_business_time(at, 8 * H)
-    begin = time.perf_counter()
-    for at in instants:
-        OFFICE_NY.is_open(at)
-        OFFICE_NY.next_open(at)
-        OFFICE_NY.next_close(at)
-        OFFICE_NY.add_business_time(at, 8 * H)
-    assert (time.perf_counter() - begin) / len(instants) < 400e-6
-    begin = time.perf_counter()
-    OFFICE_NY.add_business_time(utc(2026, 1, 1), 2000 * H)  # about a year of office hours
-    assert time.perf_counter() - begin < 0.5
 
 
 # -- properties ----------------------------------------------------------------------------------

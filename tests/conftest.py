@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from router.config import Config, load_config
+from router.store import Store
+from tests.support import API_TOKEN, DaemonProcess, RedisServer, free_port, write_config
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def config_path(tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("ROUTER_API_TOKEN", API_TOKEN)
+    return write_config(tmp_path / "router.yaml", redis_server.url, free_port())
+
+
+@pytest.fixture
+def cfg(config_path: Path) -> Config:
+    return load_config(config_path)
+
+
+@pytest.fixture
+async def store(cfg: Config) -> Store:
+    s = Store.open(cfg)
+    await s.prepare(
+        cfg.queues, {q: {"visibility_timeout": v.visibility_timeout} for q, v in cfg.queues.items()}
+    )
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+def daemon(config_path: Path) -> Iterator[DaemonProcess]:
+    import yaml
+
+    port = int(yaml.safe_load(config_path.read_text())["http"]["listen"].rsplit(":", 1)[1])
+    d = DaemonProcess(config_path, port).start()
+    yield d
+    d.kill()
+
+
+@pytest.fixture
+def raw_redis(redis_server: RedisServer) -> aioredis.Redis:
+    return aioredis.Redis(port=redis_server.port, decode_responses=True)

