@@ -78,21 +78,36 @@ class RoutingWorker:
 
     # -- lifecycle ---------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        """Route until ``stop`` is set; then finish the batch in hand and let go."""
+        """Route until ``stop`` is set; then drain what is already in the
+        partitions we hold (the caller bounds how long), and let go of them."""
         next_lease = 0.0
-        while not stop.is_set():
+        while True:
+            draining = stop.is_set()
             cfg = self.get_config()
             try:
                 if time.monotonic() >= next_lease:
                     await self.renew_leases(cfg.workers.lease_ttl)
                     next_lease = time.monotonic() + cfg.workers.lease_ttl / 3
                 if not self.owned:
+                    if draining:
+                        break
                     await _wait(stop, cfg.workers.lease_ttl / 3)
                     continue
-                entries = await self.read(cfg.workers.batch_size, cfg.workers.block)
+                entries = await self.read(
+                    cfg.workers.batch_size, None if draining else cfg.workers.block
+                )
                 if entries:
                     await self.route(entries)
+                elif draining and all(pos == ">" for pos in self.owned.values()):
+                    break
             except (RedisError, OSError) as exc:
+                if draining:
+                    log.warning(
+                        "drain_stopped",
+                        error=f"{type(exc).__name__}: {exc}",
+                        action="the rest is routed after the restart",
+                    )
+                    break
                 log.warning(
                     "routing_paused",
                     error=f"{type(exc).__name__}: {exc}",
@@ -148,7 +163,8 @@ class RoutingWorker:
         self.metrics.partitions_owned.set(0)
 
     # -- 1. read -------------------------------------------------------------
-    async def read(self, count: int, block: float) -> list[Entry]:
+    async def read(self, count: int, block: float | None) -> list[Entry]:
+        """Next entries of our partitions; waits up to ``block`` seconds (None: not at all)."""
         keys = self.store.keys
         streams = {keys.ingest(p): pos for p, pos in self.owned.items()}
         replaying = any(pos == "0" for pos in streams.values())
@@ -157,7 +173,7 @@ class RoutingWorker:
             self.node,
             streams,  # type: ignore[arg-type]
             count=count,
-            block=None if replaying else int(block * 1000),
+            block=None if replaying or block is None else max(1, int(block * 1000)),
         )
         entries: list[Entry] = []
         got: set[str] = set()

@@ -31,6 +31,9 @@ class Notifier:
         if not self.address:
             return False
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            # Never block the event loop on a reader that is behind: a
+            # notification that does not fit is dropped (the next one follows).
+            sock.setblocking(False)
             try:
                 sock.connect(self.address)
                 sock.sendall("\n".join(states).encode())

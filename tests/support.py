@@ -223,3 +223,62 @@ class DaemonProcess:
             self.proc.kill()
             self.proc.wait(10)
         self._log.close()
+
+
+async def queued_message_ids(r: Any, prefix: str = "router:") -> list[str]:
+    """Every message id in every agent queue entry (duplicates kept), via SCAN."""
+    ids: list[str] = []
+    async for key in r.scan_iter(match=f"{prefix}q:*", _type="stream"):
+        for _, fields in await r.xrange(key):
+            ids.append(fields["message_id"])
+    return ids
+
+
+async def post_until_accepted(
+    session: Any,
+    url: str,
+    bodies: list[dict[str, Any]],
+    concurrency: int = 32,
+    deadline_s: float = 120.0,
+) -> dict[str, Any]:
+    """POST every body until each gets a 202, retrying 503s and broken connections
+    as a real integration would. Returns counters of what was seen."""
+    import asyncio
+
+    import aiohttp
+
+    seen: dict[str, Any] = {"202": 0, "503": 0, "conn_errors": 0, "duplicates": 0, "other": []}
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    for b in bodies:
+        queue.put_nowait(b)
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
+    stop_at = time.monotonic() + deadline_s
+
+    async def worker() -> None:
+        while True:
+            try:
+                body = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            while True:
+                if time.monotonic() > stop_at:
+                    raise TimeoutError("load did not get through in time")
+                try:
+                    async with session.post(
+                        url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=10)
+                    ) as resp:
+                        if resp.status == 202:
+                            seen["202"] += 1
+                            seen["duplicates"] += (await resp.json())["duplicate"]
+                            break
+                        if resp.status == 503:
+                            seen["503"] += 1
+                        else:
+                            seen["other"].append((resp.status, await resp.text()))
+                            break
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                    seen["conn_errors"] += 1
+                await asyncio.sleep(0.05)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return seen

@@ -1,0 +1,418 @@
+"""The daemon as a process, over real HTTP, with a real Redis: the whole path,
+bad input, reload, drain, systemd notifications, metrics, the embedded Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+import redis
+from aiohttp import web
+
+from tests.support import (
+    API_TOKEN,
+    ROOT,
+    DaemonProcess,
+    RedisServer,
+    free_port,
+    queued_message_ids,
+    wait_for,
+    write_config,
+)
+
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+def cli(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", "router", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+async def acli(config: Path, *args: str) -> subprocess.CompletedProcess:
+    return await asyncio.to_thread(cli, config, *args)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+async def test_message_to_queue_to_agent_to_reply_end_to_end(
+    tmp_path: Path, redis_server: RedisServer, http: aiohttp.ClientSession
+) -> None:
+    received: list[dict] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/replies", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    cb_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", cb_port).start()
+    port = free_port()
+    config = write_config(
+        tmp_path / "router.yaml",
+        redis_server.url,
+        port,
+        **{"channels.api.callback": {"url": f"http://127.0.0.1:{cb_port}/replies"}},
+    )
+    daemon = DaemonProcess(config, port).start()
+    try:
+        body = {
+            "from": "Ana <Ana@Example.com>",
+            "text": "Hola, mi pedido no ha llegado",
+            "id": "crm-1",
+            "hints": {"language": "es"},
+            "subject": "Pedido 1234",
+        }
+        async with http.post(f"{daemon.url}/v1/messages", json=body, headers=AUTH) as r:
+            assert r.status == 202
+            accepted = await r.json()
+        assert accepted["duplicate"] is False
+        async with http.post(f"{daemon.url}/v1/messages", json=body, headers=AUTH) as r:
+            assert (r.status, await r.json()) == (202, {"id": accepted["id"], "duplicate": True})
+
+        # the agent pulls the most urgent entry of the Spanish queue
+        pulled = None
+        for _ in range(50):
+            out = await acli(config, "queue", "pull", "support-es", "--agent", "bob", "--json")
+            if out.returncode == 0:
+                pulled = json.loads(out.stdout)
+                break
+            assert out.returncode == 3, out.stderr  # empty: not routed yet
+            await asyncio.sleep(0.1)
+        assert pulled is not None
+        assert pulled["message_id"] == accepted["id"]
+        assert pulled["message"]["text"] == "Hola, mi pedido no ha llegado"
+        assert pulled["message"]["sender"] == "email:ana@example.com"
+        listed = json.loads((await acli(config, "queue", "list", "--json")).stdout)
+        es = next(q for q in listed if q["queue"] == "support-es")
+        assert es["depth"] == 1 and es["claimed"] == 1 and es["oldest_age_seconds"] >= 0
+
+        out = await acli(config, "queue", "ack", "support-es", pulled["entry_id"], "--agent", "bob")
+        assert out.returncode == 0, out.stderr
+        out = await acli(
+            config,
+            "reply",
+            pulled["conversation_id"],
+            "--text",
+            "Lo enviamos hoy.",
+            "--agent",
+            "bob",
+            "--json",
+        )
+        assert out.returncode == 0, out.stderr
+        outbox_id = json.loads(out.stdout)["outbox_id"]
+        for _ in range(100):
+            if received:
+                break
+            await asyncio.sleep(0.05)
+        assert received == [
+            {
+                "id": outbox_id,
+                "conversation_id": pulled["conversation_id"],
+                "to": "ana@example.com",
+                "text": "Lo enviamos hoy.",
+                "subject": "Pedido 1234",
+                "in_reply_to": "crm-1",
+                "agent": "bob",
+                "kind": "reply",
+            }
+        ]
+        status = json.loads((await acli(config, "outbox", "status", outbox_id)).stdout)
+        for _ in range(50):
+            if status["status"] == "sent":
+                break
+            await asyncio.sleep(0.05)
+            status = json.loads((await acli(config, "outbox", "status", outbox_id)).stdout)
+        assert status["status"] == "sent"
+        listed = json.loads((await acli(config, "queue", "list", "--json")).stdout)
+        assert all(q["depth"] == 0 for q in listed)
+        # no body and no raw address in the logs
+        log = daemon.log()
+        assert "Hola, mi pedido" not in log and "ana@example.com" not in log.lower()
+        (routed,) = daemon.events("routed")
+        assert routed["queue"] == "support-es" and routed["message_id"] == accepted["id"]
+    finally:
+        assert daemon.stop() == 0
+        await runner.cleanup()
+
+
+BAD_REQUESTS = [
+    # (description, body bytes, headers, status, error fragment)
+    ("malformed JSON", b'{"from": "a@b.c", "text": ', {}, 400, "not valid UTF-8 JSON"),
+    ("not an object", b'["a"]', {}, 400, "must be a JSON object"),
+    ("wrong type", b'{"from": "a@b.c", "text": 42}', {}, 400, "'text' must be a string, not int"),
+    ("empty text", b'{"from": "a@b.c", "text": "   "}', {}, 400, "'text' must not be empty"),
+    ("missing from", b'{"text": "hi"}', {}, 400, "'from' is required"),
+    ("unknown field", b'{"from": "a@b.c", "text": "hi", "txet": 1}', {}, 400, "unknown field"),
+    ("bad channel", b'{"from": "a@b.c", "text": "hi", "channel": "E M"}', {}, 400, "channel"),
+    ("invalid UTF-8", b'{"from": "a@b.c", "text": "\xff\xfe"}', {}, 400, "UTF-8"),
+    ("no token", b'{"from": "a@b.c", "text": "hi"}', {"Authorization": ""}, 401, "bearer"),
+    ("bad token", b'{"from": "a@b.c", "text": "hi"}', {"Authorization": "Bearer x"}, 401, "bearer"),
+]
+
+
+async def test_bad_input_gets_a_clear_error_and_the_daemon_keeps_serving(
+    daemon: DaemonProcess, http: aiohttp.ClientSession, redis_server: RedisServer
+) -> None:
+    url = f"{daemon.url}/v1/messages"
+    for what, body, headers, status, fragment in BAD_REQUESTS:
+        async with http.post(url, data=body, headers={**AUTH, **headers}) as r:
+            payload = await r.json()
+            assert r.status == status, what
+            assert fragment.lower() in payload["error"].lower(), (what, payload)
+    big = b'{"from": "a@b.c", "text": "' + b"x" * (10 * 1024 * 1024) + b'"}'
+    async with http.post(url, data=big, headers=AUTH) as r:
+        assert r.status == 413
+        assert "limit" in (await r.json())["error"]
+
+    # chunked upload without Content-Length is cut off too
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(20):
+            yield b"x" * 100_000
+
+    async with http.post(url, data=chunks(), headers=AUTH) as r:
+        assert r.status == 413
+    async with http.get(url, headers=AUTH) as r:
+        assert r.status == 405
+        assert "error" in await r.json()
+    async with http.post(url, json={"from": "a@b.c", "text": "still here"}, headers=AUTH) as r:
+        assert r.status == 202
+    r = redis_server.client()
+    assert sum(r.xlen(f"router:ingest:{{{p}}}") for p in range(4)) <= 1
+    assert daemon.proc is not None and daemon.proc.poll() is None
+
+
+async def test_sighup_reload_refuses_a_broken_config_and_applies_a_good_one(
+    daemon: DaemonProcess, http: aiohttp.ClientSession, redis_server: RedisServer
+) -> None:
+    original = daemon.config.read_text()
+    broken = original.replace("queue: support-es", "queue: support-fr")
+    daemon.config.write_text(broken)
+    daemon.signal(signal.SIGHUP)
+    (refused,) = wait_for(lambda: daemon.events("config_reload_refused"), what="refusal")
+    line = next(i for i, t in enumerate(broken.splitlines(), 1) if "support-fr" in t)
+    assert refused["problems"] == [
+        f"{daemon.config}:{line}: rule 'spanish' targets queue 'support-fr', which is not "
+        "defined under queues: (defined: general, support-es, vip)"
+    ]
+    async with http.post(
+        f"{daemon.url}/v1/messages",
+        headers=AUTH,
+        json={"from": "a@b.c", "text": "hola", "hints": {"language": "es"}},
+    ) as r:
+        assert r.status == 202  # still serving, old config still routes es
+
+    # a good config: Spanish now goes to the vip queue
+    daemon.config.write_text(original.replace("queue: support-es", "queue: vip"))
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: daemon.events("config_reloaded"), what="reload")
+    async with http.post(
+        f"{daemon.url}/v1/messages",
+        headers=AUTH,
+        json={"from": "z@b.c", "text": "hola", "hints": {"language": "es"}},
+    ) as r:
+        assert r.status == 202
+    rc = redis_server.client()
+    wait_for(lambda: rc.xlen("router:q:{vip}:p2") == 1, what="routed to vip")
+    assert rc.xlen("router:q:{support-es}:p2") == 1
+
+
+async def test_sigterm_drains_and_exits_in_bounded_time(
+    daemon: DaemonProcess, http: aiohttp.ClientSession, redis_server: RedisServer
+) -> None:
+    url = f"{daemon.url}/v1/messages"
+    bodies = [{"from": f"u{i}@x.org", "text": "hi", "id": f"d{i}"} for i in range(300)]
+    accepted: list[str] = []
+
+    async def send(b: dict) -> None:
+        try:
+            async with http.post(url, json=b, headers=AUTH) as r:
+                if r.status == 202:
+                    accepted.append((await r.json())["id"])
+        except aiohttp.ClientError:
+            pass
+
+    tasks = [asyncio.create_task(send(b)) for b in bodies]
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    await asyncio.gather(*tasks)
+    rc = await asyncio.to_thread(daemon.proc.wait, 30)  # type: ignore[union-attr]
+    assert rc == 0
+    assert time.monotonic() - started < 10  # shutdown_timeout of the test config
+    assert daemon.events("stopped")
+    # everything accepted before the drain was routed before exit
+    r = redis.asyncio.Redis(port=redis_server.port, decode_responses=True)
+    queued = await queued_message_ids(r)
+    await r.aclose()
+    assert sorted(queued) == sorted(accepted)
+
+
+def test_systemd_notifications(tmp_path: Path, redis_server: RedisServer) -> None:
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(20)
+    port = free_port()
+    config = write_config(tmp_path / "router.yaml", redis_server.url, port)
+    daemon = DaemonProcess(
+        config, port, env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"}
+    )
+    daemon.start(wait=False)
+    try:
+        messages: list[str] = []
+
+        def until(state: str) -> None:
+            while not any(state in m for m in messages):
+                messages.append(sock.recv(4096).decode())
+
+        until("READY=1")
+        until("WATCHDOG=1")
+        daemon.signal(signal.SIGHUP)
+        until("RELOADING=1")
+        daemon.signal(signal.SIGTERM)
+        until("STOPPING=1")
+        assert daemon.proc is not None and daemon.proc.wait(20) == 0
+    finally:
+        daemon.kill()
+        sock.close()
+
+
+async def test_health_readiness_and_metrics(
+    daemon: DaemonProcess, http: aiohttp.ClientSession, redis_server: RedisServer
+) -> None:
+    async with http.get(f"{daemon.url}/healthz") as r:
+        assert r.status == 200
+    async with http.get(f"{daemon.url}/readyz") as r:
+        assert r.status == 200 and (await r.json())["checks"]["redis"] == "ok"
+    for i in range(3):
+        async with http.post(
+            f"{daemon.url}/v1/messages",
+            headers=AUTH,
+            json={"from": f"u{i}@x.org", "text": "hi", "id": "same"},
+        ) as r:
+            assert r.status == 202
+    rc = redis_server.client()
+    wait_for(lambda: rc.xlen("router:q:{general}:p2") == 1, what="routed")
+    async with http.get(f"{daemon.url}/metrics") as r:
+        text = await r.text()
+    assert 'router_messages_in_total{channel="api",result="new"} 1.0' in text
+    assert 'router_messages_in_total{channel="api",result="duplicate"} 2.0' in text
+    assert 'router_messages_routed_total{queue="general"} 1.0' in text
+    assert 'router_queue_depth{queue="general"} 1.0' in text
+    assert "router_routing_latency_seconds_bucket" in text
+    # Redis goes away: not ready, 503 on intake, still alive
+    redis_server.stop()
+    async with http.get(f"{daemon.url}/readyz") as r:
+        assert r.status == 503 and (await r.json())["checks"]["redis"].startswith("unreachable")
+    async with http.post(
+        f"{daemon.url}/v1/messages", headers=AUTH, json={"from": "x@x.org", "text": "hi"}
+    ) as r:
+        assert r.status == 503 and r.headers["Retry-After"] == "5"
+    async with http.get(f"{daemon.url}/healthz") as r:
+        assert r.status == 200
+    redis_server.start()
+    async with http.post(
+        f"{daemon.url}/v1/messages", headers=AUTH, json={"from": "x@x.org", "text": "back"}
+    ) as r:
+        assert r.status == 202
+
+
+async def test_embedded_redis_with_the_cli_and_persistence(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    port = free_port()
+    config = write_config(tmp_path / "router.yaml", "embedded", port)
+    daemon = DaemonProcess(config, port).start()
+    try:
+        async with http.post(
+            f"{daemon.url}/v1/messages",
+            headers=AUTH,
+            json={"from": "ana@x.org", "text": "kept", "id": "e1"},
+        ) as r:
+            accepted = await r.json()
+
+        def depth() -> int:
+            out = cli(config, "queue", "list", "--json")
+            assert out.returncode == 0, out.stderr
+            return next(q["depth"] for q in json.loads(out.stdout) if q["queue"] == "general")
+
+        wait_for(lambda: depth() == 1, what="routed in the embedded Redis")
+    finally:
+        assert daemon.stop() == 0
+    sock = tmp_path / "state" / "redis" / "redis.sock"
+    assert not sock.exists()  # the embedded Redis stopped with the daemon
+    out = cli(config, "queue", "list")
+    assert out.returncode == 1 and "embedded Redis is not running" in out.stderr
+    daemon = DaemonProcess(config, port).start()
+    try:
+        assert depth() == 1  # survived the restart (AOF)
+        async with (
+            aiohttp.ClientSession() as fresh,
+            fresh.post(
+                f"{daemon.url}/v1/messages",
+                headers=AUTH,
+                json={"from": "ana@x.org", "text": "kept", "id": "e1"},
+            ) as r,
+        ):
+            assert await r.json() == {"id": accepted["id"], "duplicate": True}
+    finally:
+        daemon.stop()
+
+
+def test_embedded_redis_dies_with_a_killed_daemon(tmp_path: Path) -> None:
+    port = free_port()
+    config = write_config(tmp_path / "router.yaml", "embedded", port)
+    daemon = DaemonProcess(config, port).start()
+    pid = int((tmp_path / "state" / "redis" / "redis.pid").read_text())
+    daemon.kill()
+
+    def gone() -> bool:
+        try:
+            return "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+        except FileNotFoundError:
+            return True
+
+    wait_for(gone, what="embedded redis-server to exit after SIGKILL of the daemon")
+    daemon = DaemonProcess(config, port).start()  # and a new start works at once
+    daemon.stop()
+
+
+def test_cli_errors_are_clear(tmp_path: Path, redis_server: RedisServer) -> None:
+    config = write_config(
+        tmp_path / "router.yaml",
+        redis_server.url,
+        free_port(),
+        **{"routing.default_queue": "missing"},
+    )
+    out = cli(config, "queue", "list")
+    assert out.returncode == 2
+    assert f"{config}:" in out.stderr and "default_queue 'missing' is not a queue" in out.stderr
+    config = write_config(tmp_path / "router.yaml", "redis://127.0.0.1:1/0", free_port())
+    out = cli(config, "queue", "list")
+    assert out.returncode == 1 and "cannot reach Redis at redis://127.0.0.1:1/0" in out.stderr
+    assert orjson.loads(b"{}") == {}
