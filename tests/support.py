@@ -240,6 +240,7 @@ async def post_until_accepted(
     bodies: list[dict[str, Any]],
     concurrency: int = 32,
     deadline_s: float = 120.0,
+    progress: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """POST every body until each gets a 202, retrying 503s and broken connections
     as a real integration would. Returns counters of what was seen."""
@@ -247,12 +248,22 @@ async def post_until_accepted(
 
     import aiohttp
 
-    seen: dict[str, Any] = {"202": 0, "503": 0, "conn_errors": 0, "duplicates": 0, "other": []}
+    seen: dict[str, Any] = {
+        "202": 0,
+        "503": 0,
+        "conn_errors": 0,
+        "duplicates": 0,
+        "other": [],
+        "ids": [],
+    }
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     for b in bodies:
         queue.put_nowait(b)
     headers = {"Authorization": f"Bearer {API_TOKEN}"}
     stop_at = time.monotonic() + deadline_s
+    if progress is not None:
+        progress.update(seen)
+        seen = progress
 
     async def worker() -> None:
         while True:
@@ -268,15 +279,17 @@ async def post_until_accepted(
                         url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=10)
                     ) as resp:
                         if resp.status == 202:
+                            answer = await resp.json()
                             seen["202"] += 1
-                            seen["duplicates"] += (await resp.json())["duplicate"]
+                            seen["duplicates"] += answer["duplicate"]
+                            seen["ids"].append(answer["id"])
                             break
                         if resp.status == 503:
                             seen["503"] += 1
                         else:
                             seen["other"].append((resp.status, await resp.text()))
                             break
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                except (TimeoutError, aiohttp.ClientError, OSError):
                     seen["conn_errors"] += 1
                 await asyncio.sleep(0.05)
 
