@@ -18,11 +18,11 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from redis.exceptions import RedisError
 
 from router.model import InboundMessage, new_id
-from router.profiles.identity import redact
-from router.store import Store, evalsha_many
+from router.store import Store
 
 
 class StoreUnavailable(Exception):
@@ -98,57 +98,19 @@ class Ingestor:
                         fut.set_result(result)
 
     async def _write(self, messages: list[InboundMessage]) -> list[Any]:
+        """One script call for the whole batch; a result per message, in order."""
         keys = self.store.keys
-        deduped: list[int] = []
-        calls: list[tuple[list[str], list[Any]]] = []
-        plain: list[int] = []
-        for i, m in enumerate(messages):
-            stream = keys.ingest(self.store.partition_of(str(m.sender)))
-            if m.source_id:
-                deduped.append(i)
-                calls.append(
-                    (
-                        [keys.dedup(m.channel, m.source_id), stream],
-                        [m.id, self.dedup_ttl, m.to_json()],
-                    )
-                )
-            else:
-                plain.append(i)
-        out: list[Any] = [None] * len(messages)
+        items = [
+            (
+                keys.dedup(m.channel, m.source_id) if m.source_id else "",
+                keys.ingest(self.store.partition_of(str(m.sender))),
+                m.id,
+                m.to_json().decode(),
+            )
+            for m in messages
+        ]
         try:
-            if calls:
-                for i, r in zip(
-                    deduped,
-                    await evalsha_many(self.store.redis, self.store.scripts.ingest, calls),
-                    strict=True,
-                ):
-                    out[i] = (
-                        StoreUnavailable(f"Redis refused message {messages[i].id}: {r}")
-                        if isinstance(r, Exception)
-                        else IngestResult(str(r[0]), bool(int(r[1])))
-                    )
-            if plain:
-                pipe = self.store.redis.pipeline(transaction=False)
-                for i in plain:
-                    m = messages[i]
-                    pipe.xadd(
-                        keys.ingest(self.store.partition_of(str(m.sender))), {"m": m.to_json()}
-                    )
-                for i, r in zip(plain, await pipe.execute(raise_on_error=False), strict=True):
-                    out[i] = (
-                        StoreUnavailable(f"Redis refused message {messages[i].id}: {r}")
-                        if isinstance(r, Exception)
-                        else IngestResult(messages[i].id, False)
-                    )
+            r = await self.store.scripts.ingest(args=[self.dedup_ttl, orjson.dumps(items)])
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        return out
-
-
-def describe(message: InboundMessage) -> dict[str, str]:
-    """Log-safe facts about a message (no body, no raw address)."""
-    return {
-        "message_id": message.id,
-        "channel": message.channel,
-        "sender": redact(message.sender),
-    }
+        return [IngestResult(str(r[2 * i]), r[2 * i + 1] == 1) for i in range(len(messages))]

@@ -71,6 +71,10 @@ class Keys:
         """Hash: the customer profile."""
         return f"{self.prefix}customer:{{{customer_id}}}"
 
+    def customer_identities(self, customer_id: str) -> str:
+        """Set: the identity strings (``email:ana@example.com``) of a customer."""
+        return f"{self.prefix}customer:{{{customer_id}}}:identities"
+
     def conversation(self, conversation_id: str) -> str:
         """Hash: one conversation's state."""
         return f"{self.prefix}conv:{{{conversation_id}}}"

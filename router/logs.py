@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
+import orjson
 import structlog
 
 
@@ -18,10 +20,14 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
     renderer: structlog.typing.Processor
+    factory: Any
     if fmt == "json":
-        renderer = structlog.processors.JSONRenderer()
+        # orjson + a bytes logger: one log line per message is on the hot path
+        renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
+        factory = structlog.BytesLoggerFactory(file=sys.stderr.buffer)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        factory = structlog.PrintLoggerFactory(file=sys.stderr)
     numeric = getattr(logging, level.upper(), logging.INFO)
     structlog.configure(
         processors=[
@@ -32,8 +38,8 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
+        logger_factory=factory,
+        cache_logger_on_first_use=True,
     )
     # Libraries that log through the standard module (aiohttp access log is off).
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, force=True)

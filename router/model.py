@@ -14,20 +14,15 @@ from typing import Any
 
 import orjson
 
-_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
-
 
 def new_id(prefix: str) -> str:
-    """A time-ordered unique id (ULID layout, lower-case): ``m01hx...``.
+    """A unique id that sorts by creation time: ``m`` + 12 hex digits of
+    milliseconds + 20 random hex digits (80 bits).
 
-    Sorting ids sorts by creation time, which makes Redis listings readable.
+    Sorting ids sorts by creation time (to the millisecond), which makes
+    Redis listings readable. Cheap: it is called several times per message.
     """
-    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return prefix + "".join(reversed(chars))
+    return f"{prefix}{int(time.time() * 1000):012x}{os.urandom(10).hex()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +72,7 @@ class InboundMessage:
     id: str = ""
 
     def to_json(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        return orjson.dumps(self)  # orjson serialises dataclasses natively (and fast)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> InboundMessage:
@@ -123,7 +118,7 @@ class OutboundMessage:
     meta: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        return orjson.dumps(self)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> OutboundMessage:

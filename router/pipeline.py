@@ -38,7 +38,7 @@ from router.model import Decision, InboundMessage
 from router.profiles.context import Context, identify_many, thread
 from router.profiles.identity import redact
 from router.routing import decide
-from router.scripts import flat
+from router.scripts import pairs
 from router.store import Store, evalsha_many
 
 log = structlog.get_logger("router.pipeline")
@@ -98,6 +98,10 @@ class RoutingWorker:
                 )
                 if entries:
                     await self.route(entries)
+                    if len(entries) < cfg.workers.batch_size and cfg.workers.linger:
+                        # under load, let a few ms of messages gather: fewer,
+                        # larger batches cost far less per message
+                        await asyncio.sleep(cfg.workers.linger)
                 elif draining and all(pos == ">" for pos in self.owned.values()):
                     break
             except (RedisError, OSError) as exc:
@@ -209,10 +213,9 @@ class RoutingWorker:
                 continue
             live.append(e)
 
-        # 3. identify (one round trip for the batch)
+        # 3. identify (one script call for the batch)
         if live:
             contexts = await identify_many(
-                store.redis,
                 keys,
                 store.scripts,
                 [e.message.sender for e in live if e.message],
@@ -224,7 +227,7 @@ class RoutingWorker:
         # 4 + 5. thread and route, in order; later messages of a customer in
         # the same batch see the state the earlier ones leave behind.
         seen: dict[str, Context] = {}
-        calls: list[tuple[list[str], list[Any]]] = []
+        calls: list[list[Any]] = []
         committed: list[tuple[Entry, Decision, str]] = []
         for e in live:
             assert e.message is not None and e.context is not None
@@ -253,18 +256,20 @@ class RoutingWorker:
                 "language": decision.language,
             }
 
-        # 6. commit (one round trip for the batch)
+        # 6. commit (one script call for the batch)
         if calls:
-            results = await evalsha_many(store.redis, store.scripts.commit_route, calls)
+            results = await store.scripts.commit_route(
+                args=[INGEST_GROUP, int(cfg.routing.message_retention), orjson.dumps(calls)]
+            )
             for (e, decision, conversation_id), r in zip(committed, results, strict=True):
                 assert e.message is not None
-                if isinstance(r, Exception):
-                    failures.append(Failure(e, "commit", f"Redis refused the commit: {r}"))
+                if r[0] == -1:
+                    failures.append(Failure(e, "commit", f"Redis refused the commit: {r[1]}"))
                     continue
-                fresh = int(r[0]) == 1
+                fresh = r[0] == 1
                 latency = max(0.0, time.time() - e.message.received_at)
                 if fresh:
-                    self.metrics.routed.labels(decision.queue).inc()
+                    self.metrics.child(self.metrics.routed, decision.queue).inc()
                     self.metrics.routing_latency.observe(latency)
                 log.info(
                     "routed" if fresh else "already_routed",
@@ -290,7 +295,8 @@ class RoutingWorker:
         conversation_id: str,
         new_conversation: bool,
         now: float,
-    ) -> tuple[list[str], list[Any]]:
+    ) -> list[Any]:
+        """One item of the batch commit (see scripts.COMMIT_ROUTE)."""
         keys = self.store.keys
         msg = e.message
         assert msg is not None
@@ -324,7 +330,7 @@ class RoutingWorker:
             "queue": decision.queue,
             "priority": decision.priority,
             "language": decision.language,
-            "decision": orjson.dumps(decision.to_dict()).decode(),
+            "decision": orjson.dumps(decision).decode(),
             "hints": orjson.dumps(msg.hints).decode(),
             "attachments": orjson.dumps(msg.attachments).decode() if msg.attachments else None,
             "meta": orjson.dumps(msg.meta).decode() if msg.meta else None,
@@ -355,27 +361,21 @@ class RoutingWorker:
             "channel": msg.channel,
             "at": now_s,
         }
-        return (
-            [
-                keys.message(msg.id),
-                e.stream,
-                keys.queue(decision.queue, band),
-                keys.customer(ctx.customer_id),
-                keys.conversation(conversation_id),
-                keys.timeline(conversation_id),
-            ],
-            [
-                INGEST_GROUP,
-                e.entry_id,
-                int(cfg.routing.message_retention),
-                1 if new_conversation else 0,
-                *flat(queue_entry),
-                *flat(message),
-                *flat(customer),
-                *flat(conversation),
-                *flat(timeline),
-            ],
-        )
+        return [  # the item layout of scripts.COMMIT_ROUTE
+            keys.message(msg.id),
+            e.stream,
+            e.entry_id,
+            keys.queue(decision.queue, band),
+            keys.customer(ctx.customer_id),
+            keys.conversation(conversation_id),
+            keys.timeline(conversation_id),
+            "1" if new_conversation else "0",
+            pairs(queue_entry),
+            pairs(message),
+            pairs(customer),
+            pairs(conversation),
+            pairs(timeline),
+        ]
 
     async def _dead_letter(self, failures: list[Failure]) -> None:
         keys = self.store.keys

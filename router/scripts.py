@@ -15,94 +15,121 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-# Store one message from an adapter, once per (channel, source id).
-# KEYS: dedup key, ingest partition stream
-# ARGV: message id, dedup ttl (s), payload
-# -> {message id, 0 new | 1 duplicate}
-INGEST = """
-local existing = redis.call('GET', KEYS[1])
-if existing then return {existing, 1} end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('XADD', KEYS[2], '*', 'm', ARGV[3])
-return {ARGV[1], 0}
-"""
+# The three hot-path scripts take a whole batch as ONE JSON argument: the
+# per-command and per-argument cost of the client (packing, pipelining) was
+# the daemon's bottleneck, and one call per batch removes it. Each item is
+# still handled on its own inside (one item's error does not stop the rest).
+# Keys are computed by the daemon and passed in the JSON, so these scripts
+# assume a single Redis (or one shard), not Redis Cluster.
 
-# Find or create the customer owning an identity, and read their profile and
-# open conversation in the same step.
-# KEYS: identity key, customer hash (for a new id), identities set (new id)
-# ARGV: new customer id, now (s), identity string, key prefix
-# -> {customer id, created 0/1, customer fields..., '|', conversation fields...}
-IDENTIFY = """
-local id = redis.call('GET', KEYS[1])
-local created = 0
-if not id then
-  id = ARGV[1]
-  created = 1
-  redis.call('SET', KEYS[1], id)
-  redis.call('HSET', KEYS[2], 'id', id, 'created_at', ARGV[2])
-  redis.call('SADD', KEYS[3], ARGV[3])
-end
-local prefix = ARGV[4]
-local out = {id, created}
-local c = redis.call('HGETALL', prefix .. 'customer:{' .. id .. '}')
-for _, x in ipairs(c) do table.insert(out, x) end
-table.insert(out, '|')
-local conv = redis.call('HGET', prefix .. 'customer:{' .. id .. '}', 'open_conversation')
-if conv then
-  local v = redis.call('HGETALL', prefix .. 'conv:{' .. conv .. '}')
-  for _, x in ipairs(v) do table.insert(out, x) end
+# Store messages from adapters, each once per (channel, source id).
+# ARGV[1]: dedup ttl (s); ARGV[2]: JSON [[dedup key or "", stream, message id, payload]...]
+# -> {message id, 0 new | 1 duplicate, ...} (two values per item)
+INGEST = """
+local ttl = ARGV[1]
+local out = {}
+for _, it in ipairs(cjson.decode(ARGV[2])) do
+  local existing = false
+  if it[1] ~= '' then
+    existing = redis.call('GET', it[1])
+    if not existing then redis.call('SET', it[1], it[3], 'EX', ttl) end
+  end
+  if existing then
+    table.insert(out, existing)
+    table.insert(out, 1)
+  else
+    redis.call('XADD', it[2], '*', 'm', it[4])
+    table.insert(out, it[3])
+    table.insert(out, 0)
+  end
 end
 return out
 """
 
-
-# Commit one routed message: queue entry, message, customer, conversation,
-# timeline, and the ingest ack, all or nothing. A redelivered ingest entry
-# whose message was already committed is only acked (idempotent).
-# KEYS: message hash, ingest stream, queue band stream, customer hash,
-#       conversation hash, timeline stream
-# ARGV: ingest group, ingest entry id, retention (s), new conversation (0/1),
-#       then four field lists (count, k, v...): queue entry, message,
-#       customer, conversation; then timeline fields list
-# -> {0 already routed | 1 routed, queue entry id}
-COMMIT_ROUTE = """
-local function take(i)
-  local n = tonumber(ARGV[i])
-  local t = {}
-  for j = 1, n * 2 do t[j] = ARGV[i + j] end
-  return t, i + n * 2 + 1
+# Find or create the customer owning each identity, and read their profile
+# and open conversation in the same step.
+# ARGV[1]: now (s); ARGV[2]: key prefix;
+# ARGV[3]: JSON [[identity key, new customer id, identity string]...]
+# -> per item {customer id, created 0/1, customer fields..., '|', conversation fields...}
+IDENTIFY = """
+local now, prefix = ARGV[1], ARGV[2]
+local out = {}
+for _, it in ipairs(cjson.decode(ARGV[3])) do
+  local id = redis.call('GET', it[1])
+  local created = 0
+  if not id then
+    id = it[2]
+    created = 1
+    redis.call('SET', it[1], id)
+    redis.call('HSET', prefix .. 'customer:{' .. id .. '}', 'id', id, 'created_at', now)
+    redis.call('SADD', prefix .. 'customer:{' .. id .. '}:identities', it[3])
+  end
+  local row = {id, created}
+  local ckey = prefix .. 'customer:{' .. id .. '}'
+  for _, x in ipairs(redis.call('HGETALL', ckey)) do table.insert(row, x) end
+  table.insert(row, '|')
+  local conv = redis.call('HGET', ckey, 'open_conversation')
+  if conv then
+    for _, x in ipairs(redis.call('HGETALL', prefix .. 'conv:{' .. conv .. '}')) do
+      table.insert(row, x)
+    end
+  end
+  table.insert(out, row)
 end
-local done = redis.call('HGET', KEYS[1], 'queue_entry')
-if done then
-  redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
-  redis.call('XDEL', KEYS[2], ARGV[2])
-  return {0, done}
-end
-local i = 5
-local q, m, c, v, t
-q, i = take(i)
-m, i = take(i)
-c, i = take(i)
-v, i = take(i)
-t, i = take(i)
-local retention = tonumber(ARGV[3])
-local qid = redis.call('XADD', KEYS[3], '*', unpack(q))
-redis.call('HSET', KEYS[1], 'queue_entry', KEYS[3] .. ' ' .. qid, unpack(m))
-redis.call('EXPIRE', KEYS[1], retention)
-redis.call('HSET', KEYS[4], unpack(c))
-redis.call('HINCRBY', KEYS[4], 'message_count', 1)
-if ARGV[4] == '1' then
-  redis.call('HINCRBY', KEYS[4], 'conversation_count', 1)
-end
-redis.call('HSET', KEYS[5], unpack(v))
-redis.call('HINCRBY', KEYS[5], 'message_count', 1)
-redis.call('EXPIRE', KEYS[5], retention)
-redis.call('XADD', KEYS[6], 'MAXLEN', '~', 10000, '*', unpack(t))
-redis.call('EXPIRE', KEYS[6], retention)
-redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[2], ARGV[2])
-return {1, qid}
+return out
 """
+
+# Commit routed messages. For each: queue entry, message, customer,
+# conversation, timeline and the ingest ack, all together. A redelivered
+# ingest entry whose message was already committed is only acked
+# (idempotent), so no message is ever queued twice.
+# ARGV[1]: ingest group; ARGV[2]: retention (s); ARGV[3]: JSON of items
+#   [message key, ingest stream, entry id, queue band stream, customer key,
+#    conversation key, timeline key, new conversation 0/1,
+#    queue entry [k, v...], message [k, v...], customer [k, v...],
+#    conversation [k, v...], timeline entry [k, v...]]   (all values strings)
+# -> per item {1 routed | 0 already routed | -1 error, queue entry or error}
+COMMIT_ROUTE = """
+local group, retention = ARGV[1], tonumber(ARGV[2])
+local acks = {}  -- stream -> ids to XACK + XDEL together at the end
+local function ack(stream, id)
+  local l = acks[stream]
+  if not l then l = {} acks[stream] = l end
+  table.insert(l, id)
+end
+local function commit(it)
+  local done = redis.call('HGET', it[1], 'queue_entry')
+  if done then
+    ack(it[2], it[3])
+    return {0, done}
+  end
+  local qid = redis.call('XADD', it[4], '*', unpack(it[9]))
+  redis.call('HSET', it[1], 'queue_entry', it[4] .. ' ' .. qid, unpack(it[10]))
+  redis.call('EXPIRE', it[1], retention)
+  redis.call('HSET', it[5], unpack(it[11]))
+  redis.call('HINCRBY', it[5], 'message_count', 1)
+  if it[8] == '1' then redis.call('HINCRBY', it[5], 'conversation_count', 1) end
+  redis.call('HSET', it[6], unpack(it[12]))
+  redis.call('HINCRBY', it[6], 'message_count', 1)
+  redis.call('EXPIRE', it[6], retention)
+  redis.call('XADD', it[7], 'MAXLEN', '~', 10000, '*', unpack(it[13]))
+  redis.call('EXPIRE', it[7], retention)
+  ack(it[2], it[3])
+  return {1, qid}
+end
+local out = {}
+for _, it in ipairs(cjson.decode(ARGV[3])) do
+  local ok, res = pcall(commit, it)
+  if ok then table.insert(out, res)
+  else table.insert(out, {-1, tostring(res.err or res)}) end
+end
+for stream, ids in pairs(acks) do
+  redis.call('XACK', stream, group, unpack(ids))
+  redis.call('XDEL', stream, unpack(ids))
+end
+return out
+"""
+
 
 # Move a stream entry to the dead-letter stream with its reason.
 # KEYS: source stream, dead-letter stream
@@ -313,6 +340,19 @@ class Scripts:
             lease=redis.register_script(LEASE),
             unlease=redis.register_script(UNLEASE),
         )
+
+
+def pairs(fields: dict[str, object]) -> list[str]:
+    """``{"a": 1, "b": None}`` -> ``["a", "1"]``: string pairs for Lua, None dropped.
+
+    Values must be strings (cjson turns numbers into Lua numbers, which
+    Redis would truncate to integers).
+    """
+    out: list[str] = []
+    for k, v in fields.items():
+        if v is not None:
+            out += (k, v if v.__class__ is str else str(v))
+    return out
 
 
 def flat(fields: dict[str, object]) -> list[object]:

