@@ -25,6 +25,52 @@ from router.model import OutboundMessage, new_id
 from router.store import Store
 
 DEFAULT_VISIBILITY = 600.0
+DEFAULT_RETENTION = 90 * 86400
+
+
+def address(msg: OutboundMessage, conv: dict[str, str]) -> OutboundMessage:
+    """Fill what the sender needs from the conversation: channel, address, threading."""
+    msg.channel = msg.channel or conv.get("channel", "")
+    if not msg.to:
+        msg.to = conv.get("reply_to", "")
+    msg.subject = msg.subject or conv.get("subject")
+    msg.in_reply_to = msg.in_reply_to or conv.get("last_thread_ref")
+    return msg
+
+
+def record_outbound(pipe: Any, keys: Keys, msg: OutboundMessage, retention: int) -> None:
+    """Queue the writes that record an outbound message: its delivery hash
+    (status ``queued``) and its entry in the conversation's timeline."""
+    now = f"{time.time():.3f}"
+    delivery = keys.delivery(msg.id)
+    pipe.hset(
+        delivery,
+        mapping={
+            "id": msg.id,
+            "conversation_id": msg.conversation_id,
+            "channel": msg.channel,
+            "status": "queued",
+            "attempts": 0,
+            "created_at": now,
+            "agent": msg.agent or "",
+            "kind": msg.kind,
+            "text": msg.text,
+        },
+    )
+    pipe.expire(delivery, retention)
+    pipe.xadd(
+        keys.timeline(msg.conversation_id),
+        {
+            "direction": "out",
+            "outbox_id": msg.id,
+            "channel": msg.channel,
+            "at": now,
+            "agent": msg.agent or "",
+        },
+        maxlen=10000,
+        approximate=True,
+    )
+    pipe.hset(keys.conversation(msg.conversation_id), "last_reply_at", now)
 
 
 class AgentError(Exception):
@@ -181,53 +227,29 @@ class AgentClient:
         conv = await self.store.redis.hgetall(self.keys.conversation(conversation_id))
         if not conv:
             raise AgentError(f"conversation {conversation_id} does not exist (or has expired)")
-        use_channel = channel or conv.get("channel")
-        to = conv.get("reply_to")
-        if not use_channel or not to:
+        out = address(
+            OutboundMessage(
+                id=new_id("o"),
+                conversation_id=conversation_id,
+                text=text,
+                agent=agent,
+                kind=kind,
+                channel=channel or "",
+            ),
+            conv,
+        )
+        if not out.channel or not out.to:
             raise AgentError(f"conversation {conversation_id} has no channel to reply on")
-        out = OutboundMessage(
-            id=new_id("o"),
-            conversation_id=conversation_id,
-            channel=use_channel,
-            to=to,
-            text=text,
-            subject=conv.get("subject"),
-            in_reply_to=conv.get("last_thread_ref"),
-            agent=agent,
-            kind=kind,
-        )
-        now = f"{time.time():.3f}"
+        retention = await self.retention()
         pipe = self.store.redis.pipeline(transaction=True)
-        pipe.hset(
-            self.keys.delivery(out.id),
-            mapping={
-                "id": out.id,
-                "conversation_id": conversation_id,
-                "channel": use_channel,
-                "status": "queued",
-                "attempts": 0,
-                "created_at": now,
-                "agent": agent or "",
-                "kind": kind,
-                "text": text,
-            },
-        )
+        record_outbound(pipe, self.keys, out, retention)
         pipe.xadd(self.keys.outbox, {"o": out.to_json()})
-        pipe.xadd(
-            self.keys.timeline(conversation_id),
-            {
-                "direction": "out",
-                "outbox_id": out.id,
-                "channel": use_channel,
-                "at": now,
-                "agent": agent or "",
-            },
-            maxlen=10000,
-            approximate=True,
-        )
-        pipe.hset(self.keys.conversation(conversation_id), "last_reply_at", now)
         await pipe.execute()
         return out.id
+
+    async def retention(self) -> int:
+        raw = await self.store.redis.hget(self.keys.meta, "message_retention")
+        return int(float(raw)) if raw else DEFAULT_RETENTION
 
     async def delivery(self, outbox_id: str) -> dict[str, str]:
         return await self.store.redis.hgetall(self.keys.delivery(outbox_id))

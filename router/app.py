@@ -208,7 +208,9 @@ class Daemon:
                     ) from None
                 log.warning("redis_unreachable", error=str(exc), action="retrying")
                 await asyncio.sleep(1)
-        await store.prepare(self.cfg.queues, queue_settings(self.cfg))
+        await store.prepare(
+            self.cfg.queues, queue_settings(self.cfg), self.cfg.routing.message_retention
+        )
         return version
 
     async def _close_redis(self) -> None:
@@ -260,7 +262,9 @@ class Daemon:
                         ]
                     )
                 assert self.store is not None
-                await self.store.prepare(new.queues, queue_settings(new))
+                await self.store.prepare(
+                    new.queues, queue_settings(new), new.routing.message_retention
+                )
             except ConfigError as exc:
                 self.metrics.config_reloads.labels("error").inc()
                 log.error(

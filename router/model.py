@@ -103,13 +103,18 @@ class Decision:
 
 @dataclass(slots=True)
 class OutboundMessage:
-    """A reply (or acknowledgement) to send on a channel."""
+    """A reply (or acknowledgement) to send on a channel.
+
+    Agent tools may give only ``id``, ``conversation_id`` and ``text`` (and
+    ``agent``); the daemon fills in the channel, address and threading
+    references from the conversation.
+    """
 
     id: str
     conversation_id: str
-    channel: str
-    to: str
     text: str
+    channel: str = ""
+    to: str = ""
     subject: str | None = None
     in_reply_to: str | None = None  # channel reference of the message answered
     agent: str | None = None

@@ -24,6 +24,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from router.adapters.base import PermanentSendError, Sender
+from router.agent import address, record_outbound
 from router.config import Config
 from router.deadletters import dead_letter_fields
 from router.keys import OUTBOX_GROUP
@@ -141,10 +142,24 @@ class OutboxWorker:
             await self._dead(entry_id, None, raw, "unreadable outbox entry (not our JSON)")
             return
         delivery = keys.delivery(msg.id)
-        if await redis.hget(delivery, "status") == "sent":  # redelivered after a crash
+        status = await redis.hget(delivery, "status")
+        if status == "sent":  # redelivered after a crash
             await redis.xack(keys.outbox, OUTBOX_GROUP, entry_id)
             await redis.xdel(keys.outbox, entry_id)
             return
+        if not msg.channel or not msg.to or status is None:
+            # a minimal entry from an agent tool: complete and record it
+            conv = await redis.hgetall(keys.conversation(msg.conversation_id))
+            if not conv:
+                await self._dead(
+                    entry_id, msg, raw, f"conversation {msg.conversation_id} does not exist"
+                )
+                return
+            address(msg, conv)
+            if status is None:
+                pipe = redis.pipeline(transaction=True)
+                record_outbound(pipe, keys, msg, int(cfg.routing.message_retention))
+                await pipe.execute()
         sender = self.senders.get(msg.channel)
         if sender is None:
             await self._dead(

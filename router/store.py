@@ -102,7 +102,12 @@ class Store:
             )
         return version
 
-    async def prepare(self, queues: Iterable[str], queue_settings: dict[str, dict]) -> None:
+    async def prepare(
+        self,
+        queues: Iterable[str],
+        queue_settings: dict[str, dict],
+        message_retention: float = 90 * 86400,
+    ) -> None:
         """Create groups, check and publish the schema; safe to run on every start."""
         meta = await self.redis.hgetall(self.keys.meta)
         if meta:
@@ -128,6 +133,7 @@ class Store:
                     "created_at": int(time.time()),
                 },
             )
+        await self.redis.hset(self.keys.meta, "message_retention", int(message_retention))
         for p in range(self.partitions):
             await self.ensure_group(self.keys.ingest(p), INGEST_GROUP)
         for name in queues:

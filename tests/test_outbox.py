@@ -238,3 +238,46 @@ def test_backoff_grows_and_is_capped() -> None:
     assert 1.6 <= backoff(1, 2, 600) <= 2.4
     assert 6.4 <= backoff(3, 2, 600) <= 9.6
     assert backoff(30, 2, 600) <= 720
+
+
+async def test_minimal_reply_from_a_tool_in_another_language(
+    store: Store, cfg: Config, config_path: Path, callback: Callback
+) -> None:
+    """Only XADD with id, conversation_id and text: the daemon fills the rest."""
+    cfg = with_callback(cfg, callback.port, config_path)
+    conv = await conversation(store)
+    await store.redis.xadd(
+        store.keys.outbox,
+        {
+            "o": orjson.dumps(
+                {"id": "o-raw-1", "conversation_id": conv, "text": "Hi from a bot", "agent": "bot"}
+            )
+        },
+    )
+    async with Running(store, cfg):
+        d = await wait_status(store, "o-raw-1", "sent")
+    assert d["channel"] == "api" and d["text"] == "Hi from a bot"
+    ((_, body, _),) = callback.requests
+    sent = orjson.loads(body)
+    assert (sent["to"], sent["in_reply_to"], sent["subject"]) == (
+        "ana@example.com",
+        "t-99",
+        "Order 1234",
+    )
+    timeline = await store.redis.xrange(store.keys.timeline(conv))
+    assert [f.get("outbox_id") for _, f in timeline] == ["o-raw-1"]
+    assert 0 < await store.redis.ttl(store.keys.delivery("o-raw-1"))
+
+
+async def test_reply_to_a_vanished_conversation_is_dead_lettered(store: Store, cfg: Config) -> None:
+    await store.redis.xadd(
+        store.keys.outbox,
+        {"o": orjson.dumps({"id": "o-raw-2", "conversation_id": "v-gone", "text": "hello?"})},
+    )
+    async with Running(store, cfg):
+        for _ in range(100):
+            if await list_dead_letters(store):
+                break
+            await asyncio.sleep(0.05)
+    (dl,) = await list_dead_letters(store)
+    assert dl.fields["reason"] == "conversation v-gone does not exist"
