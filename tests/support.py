@@ -47,7 +47,10 @@ def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05, what
 class RedisServer:
     """A real redis-server on 127.0.0.1:<free port> with AOF in its own dir."""
 
-    def __init__(self, directory: Path, appendfsync: str = "always") -> None:
+    def __init__(
+        self, directory: Path, appendfsync: str = "always", password: str | None = None
+    ) -> None:
+        self.password = password
         self.directory = directory
         self.port = free_port()
         self.appendfsync = appendfsync
@@ -59,7 +62,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, decode_responses=True)
+        return redis.Redis(port=self.port, decode_responses=True, password=self.password)
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
@@ -81,6 +84,7 @@ class RedisServer:
                 "no",
                 "--logfile",
                 str(self.directory / "redis.log"),
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

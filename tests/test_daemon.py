@@ -416,3 +416,22 @@ def test_cli_errors_are_clear(tmp_path: Path, redis_server: RedisServer) -> None
     out = cli(config, "queue", "list")
     assert out.returncode == 1 and "cannot reach Redis at redis://127.0.0.1:1/0" in out.stderr
     assert orjson.loads(b"{}") == {}
+
+
+def test_explain_dry_run(config_path: Path) -> None:
+    import os
+
+    body = b'{"from": "+34 600 000 000", "text": "Hola", "hints": {"locale": "es-ES"}}'
+    out = subprocess.run(
+        [sys.executable, "-m", "router", "explain", "--config", str(config_path)],
+        input=body, capture_output=True, cwd=ROOT, env={**os.environ, "ROUTER_API_TOKEN": ""},
+    )
+    assert out.returncode == 0, out.stderr
+    decision = json.loads(out.stdout)
+    assert decision["queue"] == "support-es" and decision["rule"] == "spanish"
+    assert decision["language"] == "es" and decision["language_source"] == "channel_hint"
+    bad = subprocess.run(
+        [sys.executable, "-m", "router", "explain", "--config", str(config_path)],
+        input=b'{"text": 1}', capture_output=True, cwd=ROOT,
+    )
+    assert bad.returncode == 1 and b"bad message on stdin" in bad.stderr
