@@ -31,7 +31,9 @@ from router.http import build_app
 from router.ingest import Ingestor
 from router.metrics import Metrics
 from router.outbox import OutboxWorker
+from router.overflow import OverflowWorker
 from router.pipeline import RoutingWorker
+from router.routing import Routing
 from router.store import Store
 from router.systemd import Notifier
 from router.yamlsource import ConfigError
@@ -69,6 +71,7 @@ class Daemon:
     def __init__(self, config_path: Path, cfg: Config) -> None:
         self.config_path = config_path
         self.cfg = cfg
+        self.routing: Routing | None = None
         self.metrics = Metrics()
         self.notifier = Notifier()
         self.accepting = False
@@ -82,11 +85,22 @@ class Daemon:
     def config(self) -> Config:
         return self.cfg
 
+    def current_routing(self) -> Routing:
+        assert self.routing is not None
+        return self.routing
+
+    @staticmethod
+    def sendable(cfg: Config) -> frozenset[str]:
+        """Channels replies (and acknowledgements) can go out on."""
+        return frozenset({"api"} if cfg.channels.api.callback else ())
+
     # -- run -------------------------------------------------------------------
     async def run(self) -> int:
         cfg = self.cfg
         loop = asyncio.get_running_loop()
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        # Calendars and the language detector load now, not on the first message.
+        self.routing = await asyncio.to_thread(Routing.build, cfg, self.sendable(cfg))
         if cfg.embedded_redis:
             self.embedded = EmbeddedRedis(cfg.state_dir / "redis", cfg.redis.embedded.appendfsync)
             await self.embedded.start(cfg.redis.embedded.start_timeout)
@@ -128,11 +142,13 @@ class Daemon:
             await a.start()
 
         node = cfg.node_id
-        routing = RoutingWorker(store, self.config, self.metrics, node)
+        routing = RoutingWorker(store, self.current_routing, self.metrics, node)
         outbox = OutboxWorker(store, self.config, senders, self.metrics, node)
+        overflow = OverflowWorker(store, self.current_routing, self.metrics)
         tasks = [
             asyncio.create_task(routing.run(self._workers_stop), name="routing"),
             asyncio.create_task(outbox.run(self._workers_stop), name="outbox"),
+            asyncio.create_task(overflow.run(self._workers_stop), name="overflow"),
         ]
         if self.notifier.watchdog_interval:
             tasks.append(asyncio.create_task(self._watchdog(), name="watchdog"))
@@ -261,6 +277,7 @@ class Daemon:
                             "(systemctl restart router); nothing was changed"
                         ]
                     )
+                routing = await asyncio.to_thread(Routing.build, new, self.sendable(new))
                 assert self.store is not None
                 await self.store.prepare(
                     new.queues, queue_settings(new), new.routing.message_retention
@@ -284,6 +301,7 @@ class Daemon:
             finally:
                 self.notifier.ready()
             self.cfg = new
+            self.routing = routing
             self.metrics.config_reloads.labels("ok").inc()
             log.info(
                 "config_reloaded",

@@ -18,9 +18,9 @@ import os
 import re
 import socket
 from collections.abc import Iterator, Mapping
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -34,6 +34,9 @@ from pydantic import (
 )
 
 from router.yamlsource import ConfigError, SourceMap, load_yaml, parse_yaml
+
+if TYPE_CHECKING:
+    from router.calendars import Calendar
 
 # Environment variables that override the file, for operations teams.
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
@@ -273,17 +276,142 @@ class LoggingSettings(Strict):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DAY_ALIASES = {
+    "daily": tuple(range(7)),
+    "weekdays": tuple(range(5)),
+    "weekends": (5, 6),
+}
+
+
+def parse_days(key: str) -> tuple[int, ...]:
+    """``"mon-fri"``, ``"sat"``, ``"fri-mon"``, ``"weekdays"``, ``"daily"`` -> weekdays (0=Mon)."""
+    k = key.strip().lower()
+    if k in _DAY_ALIASES:
+        return _DAY_ALIASES[k]
+    parts = [p.strip() for p in k.split("-")]
+    if len(parts) == 1 and parts[0] in _DAYS:
+        return (_DAYS.index(parts[0]),)
+    if len(parts) == 2 and parts[0] in _DAYS and parts[1] in _DAYS:
+        first, last = _DAYS.index(parts[0]), _DAYS.index(parts[1])
+        return tuple((first + i) % 7 for i in range((last - first) % 7 + 1))
+    raise ValueError(
+        f"{key!r} is not a day or a day range; write mon, mon-fri, sat-sun, weekdays, "
+        "weekends or daily"
+    )
+
+
+class HolidaySettings(Strict):
+    """Public holidays from the ``holidays`` package (closed all day)."""
+
+    country: str
+    subdivision: str | None = None
+
+
+class CalendarSettings(Strict):
+    """A team's business hours: weekly shifts in its own time zone, holidays, exceptions.
+
+    ``hours`` maps days to periods: ``{mon-fri: ["09:00-13:00", "14:00-18:00"],
+    sat: ["10:00-14:00"], sun: ["22:00-06:00"]}``; a period whose end is before its
+    start crosses midnight (it belongs to the day it starts). ``closed`` dates close
+    the periods starting that day; ``open`` dates replace that day's periods.
+    """
+
+    timezone: str
+    hours: dict[str, list[str]]
+    holidays: HolidaySettings | None = None
+    closed: list[date] = []
+    open: dict[date, list[str]] = {}
+
+    def build(self, name: str = "") -> Calendar:
+        """The :class:`~router.calendars.Calendar` these settings describe
+        (ValueError with a clear message for a bad zone, country or period)."""
+        from router.calendars import Calendar, parse_period
+
+        weekly: dict[int, list] = {}
+        for key, periods in self.hours.items():
+            parsed = [parse_period(p) for p in periods]
+            for day in parse_days(key):
+                weekly[day] = parsed
+        return Calendar(
+            self.timezone,
+            weekly,
+            holidays_country=self.holidays.country if self.holidays else None,
+            holidays_subdivision=self.holidays.subdivision if self.holidays else None,
+            closed_dates=self.closed,
+            open_dates={d: [parse_period(p) for p in ps] for d, ps in self.open.items()},
+            name=name,
+        )
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        seen: dict[int, str] = {}
+        for key in v:
+            for day in parse_days(key):
+                if day in seen:
+                    raise ValueError(f"{_DAYS[day]} is given twice ({seen[day]!r} and {key!r})")
+                seen[day] = key
+        return v
+
+
+class TeamSettings(Strict):
+    """People who answer: the languages they serve, on a calendar."""
+
+    languages: list[str] = Field(min_length=1)
+    # No calendar: always open (e.g. an outsourced 24/7 desk).
+    calendar: str | None = None
+    # Channels the team handles (all if not given).
+    channels: list[str] | None = None
+    skills: list[str] = []
+
+
 class QueueSettings(Strict):
     description: str = ""
+    # The team working this queue; a queue without a team serves every
+    # language and is always open (an after-hours or catch-all queue).
+    team: str | None = None
     # A claim not acked or renewed within this time returns to the queue.
     visibility_timeout: Duration = 600.0
 
 
+class SkipIf(Strict):
+    """Skip a target (go on to the next) when its queue is closed or too deep."""
+
+    closed: bool = False
+    depth_over: int | None = Field(default=None, ge=0)
+
+
 class Target(Strict):
-    queue: str
-    priority: Priority = "normal"
+    """Where a rule sends a message: one queue, or the best of several (follow-the-sun)."""
+
+    queue: str | None = None
+    # Follow-the-sun: among these, one that serves the language and is open
+    # now; if none is open, the one opening soonest (or the after-hours queue).
+    queues: list[str] | None = None
+    priority: Priority | None = None
     # After this long unclaimed, the entry moves on to the next target.
     wait: Duration | None = None
+    skip_if: SkipIf | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Target:
+        if (self.queue is None) == (self.queues is None):
+            raise ValueError("give exactly one of queue: NAME or queues: [NAMES]")
+        if self.queues is not None and not self.queues:
+            raise ValueError("queues: must name at least one queue")
+        return self
+
+    @property
+    def candidates(self) -> list[str]:
+        return [self.queue] if self.queue is not None else list(self.queues or ())
+
+
+class TimeCondition(Strict):
+    """True while ``calendar`` is open (``open: true``) or closed (``open: false``)."""
+
+    calendar: str
+    open: bool = True
 
 
 class When(Strict):
@@ -291,6 +419,20 @@ class When(Strict):
 
     channel: list[str] | None = None
     language: list[str] | None = None
+    # ISO 3166 country of the customer (from the phone number, hints or profile).
+    country: list[str] | None = None
+    # Customer tier from the profile, e.g. [vip].
+    tier: list[str] | None = None
+    # Any of these words in the subject or text (case-insensitive, whole words).
+    keywords: list[str] | None = None
+    # new: the message starts a conversation; ongoing: it continues one.
+    conversation: list[Literal["new", "ongoing"]] | None = None
+    time: TimeCondition | None = None
+
+    @field_validator("country")
+    @classmethod
+    def _upper(cls, v: list[str] | None) -> list[str] | None:
+        return [c.upper() for c in v] if v else v
 
 
 class Rule(Strict):
@@ -299,13 +441,56 @@ class Rule(Strict):
     targets: list[Target] = Field(min_length=1)
 
 
+class FirstResponseSettings(Strict):
+    """How soon a person must first answer, counted in the chosen team's business hours.
+
+    The shortest of the channel's and the priority's target applies; the
+    result is never later than ``max`` of wall-clock time after arrival.
+    """
+
+    default: Duration = 8 * 3600.0
+    channels: dict[str, Duration] = {}
+    priorities: dict[Priority, Duration] = {}
+    max: Duration = 24 * 3600.0
+
+
+class AckTemplate(Strict):
+    formal: str
+    informal: str | None = None
+
+
+class AcknowledgementSettings(Strict):
+    """The automatic reply to a new conversation, in the customer's language.
+
+    Templates may use ``{eta}`` (when a person will reply, in the customer's
+    local time and language), ``{name}``, ``{team}`` and ``{reference}``.
+    Languages without a template of their own use the built-in ones.
+    """
+
+    enabled: bool = True
+    # Channels to acknowledge on (default: every channel the daemon can send on).
+    channels: list[str] | None = None
+    templates: dict[str, AckTemplate] = {}
+    # Locales (pt-BR) or languages (pt) answered in the informal register.
+    informal_locales: list[str] = []
+
+
 class RoutingSettings(Strict):
     languages: list[str] = ["en"]
     default_language: str = "en"
+    default_timezone: str = "UTC"
     default_queue: str
-    # A message joins the customer's open conversation if it was active this recently.
+    # Where messages go when every candidate team is closed (optional).
+    after_hours_queue: str | None = None
+    # When every candidate is closed: the after-hours queue (if set), or the
+    # queue whose team opens soonest.
+    when_closed: Literal["after_hours", "soonest"] = "after_hours"
+    # A detection this confident wins over channel hints.
+    min_confidence: float = Field(default=0.5, ge=0, le=1)
+    # A new message joins the customer's open conversation if it was active this recently.
     conversation_window: Duration = 7 * 86400.0
     message_retention: Duration = 90 * 86400.0
+    first_response: FirstResponseSettings = FirstResponseSettings()
 
 
 class Config(Strict):
@@ -321,8 +506,11 @@ class Config(Strict):
     outbox: OutboxSettings = OutboxSettings()
     logging: LoggingSettings = LoggingSettings()
     routing: RoutingSettings
+    calendars: dict[str, CalendarSettings] = {}
+    teams: dict[str, TeamSettings] = {}
     queues: dict[str, QueueSettings] = Field(min_length=1)
     rules: list[Rule] = []
+    acknowledgements: AcknowledgementSettings = AcknowledgementSettings()
 
     # Where the config came from (for messages and relative paths).
     _source: str = PrivateAttr(default="<config>")
@@ -371,37 +559,119 @@ class Config(Strict):
 
 
 def _cross_references(cfg: Config) -> Iterator[tuple[tuple[str | int, ...], str]]:
-    """Problems no single field can see: names that point at nothing."""
-    queues = cfg.queues
-    if cfg.routing.default_queue not in queues:
-        yield (
-            ("routing", "default_queue"),
-            f"default_queue {cfg.routing.default_queue!r} is not a queue "
-            f"(queues: {', '.join(sorted(queues))})",
-        )
-    if cfg.routing.default_language not in cfg.routing.languages:
+    """Problems no single field can see: names that point at nothing, zones
+    and countries that do not exist, languages no team serves."""
+    from router.acks import template_problems
+    from router.language import normalise_language
+    from router.timezones import valid_zone
+
+    queues, teams, calendars = cfg.queues, cfg.teams, cfg.calendars
+    routing = cfg.routing
+    languages = set(routing.languages)
+
+    def queue_ref(loc: tuple[str | int, ...], name: str | None, what: str) -> Iterator:
+        if name is not None and name not in queues:
+            yield loc, (
+                f"{what} {name!r} is not a queue (defined under queues: "
+                f"{', '.join(sorted(queues))})"
+            )
+
+    for i, code in enumerate(routing.languages):
+        if normalise_language(code) != code:
+            yield ("routing", "languages", i), (
+                f"{code!r}: write languages as ISO 639-1 codes, e.g. {normalise_language(code)!r}"
+            )
+    if routing.default_language not in languages:
         yield (
             ("routing", "default_language"),
-            f"default_language {cfg.routing.default_language!r} is not in routing.languages",
+            f"default_language {routing.default_language!r} is not in routing.languages",
         )
+    if not valid_zone(routing.default_timezone):
+        yield ("routing", "default_timezone"), (
+            f"unknown time zone {routing.default_timezone!r} (use an IANA name like Europe/Riga)"
+        )
+    yield from queue_ref(("routing", "default_queue"), routing.default_queue, "default_queue")
+    yield from queue_ref(
+        ("routing", "after_hours_queue"), routing.after_hours_queue, "after_hours_queue"
+    )
+
+    for name, cal in calendars.items():
+        try:
+            cal.build(name)
+        except ValueError as exc:
+            field = "timezone" if "time zone" in str(exc) else (
+                "holidays" if cal.holidays and "holiday" in str(exc).lower() else "hours")
+            yield ("calendars", name, field), f"calendar {name!r}: {exc}"
+
+    for name, team in teams.items():
+        if team.calendar is not None and team.calendar not in calendars:
+            yield ("teams", name, "calendar"), (
+                f"team {name!r} uses calendar {team.calendar!r}, which is not defined under "
+                f"calendars: ({', '.join(sorted(calendars)) or 'none'})"
+            )
+        for j, lang in enumerate(team.languages):
+            if lang not in languages:
+                yield ("teams", name, "languages", j), (
+                    f"team {name!r} serves {lang!r}, which is not in routing.languages"
+                )
+
+    for name, q in queues.items():
+        if q.team is not None and q.team not in teams:
+            yield ("queues", name, "team"), (
+                f"queue {name!r} is worked by team {q.team!r}, which is not defined under "
+                f"teams: ({', '.join(sorted(teams)) or 'none'})"
+            )
+
+    # Every language must have somewhere to go.
+    served: set[str] = set()
+    for q in queues.values():
+        if q.team is None:
+            served |= languages
+        elif q.team in teams:
+            served |= set(teams[q.team].languages)
+    for lang in sorted(languages - served):
+        yield ("routing", "languages"), (
+            f"language {lang!r} can be routed nowhere: no queue's team serves it "
+            "(add it to a team, or give a queue without a team)"
+        )
+
     seen_rules: set[str] = set()
     for i, rule in enumerate(cfg.rules):
         if rule.name in seen_rules:
             yield (("rules", i, "name"), f"rule name {rule.name!r} is used twice")
         seen_rules.add(rule.name)
         for j, target in enumerate(rule.targets):
-            if target.queue not in queues:
-                yield (
-                    ("rules", i, "targets", j, "queue"),
-                    f"rule {rule.name!r} targets queue {target.queue!r}, which is not defined "
-                    f"under queues: (defined: {', '.join(sorted(queues))})",
-                )
+            field = "queue" if target.queue is not None else "queues"
+            for q in target.candidates:
+                if q not in queues:
+                    yield (
+                        ("rules", i, "targets", j, field),
+                        f"rule {rule.name!r} targets queue {q!r}, which is not defined "
+                        f"under queues: (defined: {', '.join(sorted(queues))})",
+                    )
         for lang in rule.when.language or ():
-            if lang not in cfg.routing.languages:
+            if lang not in languages:
                 yield (
                     ("rules", i, "when", "language"),
                     f"rule {rule.name!r} names language {lang!r}, which is not in "
                     "routing.languages",
+                )
+        if rule.when.time is not None and rule.when.time.calendar not in calendars:
+            yield ("rules", i, "when", "time", "calendar"), (
+                f"rule {rule.name!r} names calendar {rule.when.time.calendar!r}, which is "
+                "not defined under calendars:"
+            )
+
+    for lang, tpl in cfg.acknowledgements.templates.items():
+        if lang not in languages:
+            yield ("acknowledgements", "templates", lang), (
+                f"acknowledgement template for {lang!r}, which is not in routing.languages"
+            )
+        for register in ("formal", "informal"):
+            text = getattr(tpl, register)
+            for problem in template_problems(text) if text is not None else ():
+                yield ("acknowledgements", "templates", lang, register), (
+                    f"acknowledgement template {lang}.{register}: {problem}"
                 )
 
 

@@ -91,6 +91,18 @@ class Keys:
     def queue_bands(self, name: str) -> list[str]:
         return [self.queue(name, b) for b in BANDS]
 
+    def parse_queue(self, stream: str) -> tuple[str, int]:
+        """``router:q:{support}:p2`` -> ``("support", 2)``."""
+        head, _, band = stream.rpartition(":p")
+        name = head.removeprefix(f"{self.prefix}q:{{").removesuffix("}")
+        return name, int(band)
+
+    @property
+    def overflow(self) -> str:
+        """Sorted set: queue entries that move to their next target if still
+        unclaimed at the score (ms); members are ``"<stream> <entry id>"``."""
+        return f"{self.prefix}overflow"
+
     # --- outbox and dead letters ------------------------------------------
     @property
     def outbox(self) -> str:

@@ -42,6 +42,12 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        self.overflowed = Counter(
+            "router_overflow_moves_total",
+            "Queue entries moved to their next target after waiting unclaimed",
+            ["from_queue", "to_queue"],
+            registry=r,
+        )
         self.outbox_sent = Counter(
             "router_outbox_sent_total", "Replies delivered", ["channel"], registry=r
         )

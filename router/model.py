@@ -84,7 +84,10 @@ class InboundMessage:
 
 @dataclass(slots=True)
 class Decision:
-    """Where a message goes and why. Produced by the pure routing function."""
+    """Where a message goes, when a person should answer, and why.
+
+    Produced by the pure routing function; times are Unix seconds.
+    """
 
     queue: str
     priority: str
@@ -96,6 +99,15 @@ class Decision:
     due_at: float | None = None
     timezone: str | None = None
     timezone_source: str | None = None
+    team: str | None = None
+    language_confidence: float | None = None
+    country: str | None = None
+    open: bool = True
+    next_open: float | None = None
+    eta_local: str | None = None
+    ack_text: str | None = None
+    agent: str | None = None  # sticky: the owner who gets this follow-up
+    overflow_at: float | None = None  # moves to the next target if unclaimed by then
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

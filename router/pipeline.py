@@ -34,10 +34,10 @@ from router.config import PRIORITIES, Config
 from router.deadletters import dead_letter_fields
 from router.keys import INGEST_GROUP
 from router.metrics import Metrics
-from router.model import Decision, InboundMessage
+from router.model import Decision, InboundMessage, OutboundMessage, new_id
 from router.profiles.context import Context, identify_many, thread
 from router.profiles.identity import redact
-from router.routing import decide
+from router.routing import Routing, decide
 from router.scripts import pairs
 from router.store import Store, evalsha_many
 
@@ -66,15 +66,18 @@ class RoutingWorker:
     """Routes the ingest partitions this daemon holds a lease on."""
 
     def __init__(
-        self, store: Store, get_config: Callable[[], Config], metrics: Metrics, node: str
+        self, store: Store, get_routing: Callable[[], Routing], metrics: Metrics, node: str
     ) -> None:
         self.store = store
-        self.get_config = get_config
+        self.get_routing = get_routing
         self.metrics = metrics
         self.node = node
         # partition -> read position: "0" while re-reading our pending entries
         # (after taking a partition over, or after an error), ">" for new ones.
         self.owned: dict[int, str] = {}
+        # queue depths for "skip_if: depth_over" rules, refreshed every second
+        self.depths: dict[str, int] = {}
+        self._depths_at = 0.0
 
     # -- lifecycle ---------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -83,7 +86,7 @@ class RoutingWorker:
         next_lease = 0.0
         while True:
             draining = stop.is_set()
-            cfg = self.get_config()
+            cfg = self.get_routing().cfg
             try:
                 if time.monotonic() >= next_lease:
                     await self.renew_leases(cfg.workers.lease_ttl)
@@ -194,10 +197,14 @@ class RoutingWorker:
 
     # -- 2..6 ----------------------------------------------------------------
     async def route(self, entries: list[Entry]) -> None:
-        cfg = self.get_config()
+        routing = self.get_routing()
+        cfg = routing.cfg
         store = self.store
         keys = store.keys
         now = time.time()
+        if routing.needs_depths and now - self._depths_at > 1.0:
+            self.depths = await store.depths(cfg.queues)
+            self._depths_at = now
         failures: list[Failure] = []
 
         # 2. decode
@@ -237,7 +244,7 @@ class RoutingWorker:
                 conversation_id, new_conversation = thread(
                     ctx, msg, cfg.routing.conversation_window, now
                 )
-                decision = decide(cfg, msg, ctx, now)
+                decision = decide(routing, msg, ctx, now, self.depths)
             except Exception as exc:
                 log.exception("routing_failed", message_id=msg.id)
                 failures.append(Failure(e, "route", f"{type(exc).__name__}: {exc}"))
@@ -259,7 +266,13 @@ class RoutingWorker:
         # 6. commit (one script call for the batch)
         if calls:
             results = await store.scripts.commit_route(
-                args=[INGEST_GROUP, int(cfg.routing.message_retention), orjson.dumps(calls)]
+                args=[
+                    INGEST_GROUP,
+                    int(cfg.routing.message_retention),
+                    keys.overflow,
+                    keys.outbox,
+                    orjson.dumps(calls),
+                ]
             )
             for (e, decision, conversation_id), r in zip(committed, results, strict=True):
                 assert e.message is not None
@@ -311,8 +324,10 @@ class RoutingWorker:
             "language": decision.language,
             "queued_at": now_s,
             "due_at": f"{decision.due_at:.3f}" if decision.due_at else None,
+            "team": decision.team,
             "rule": decision.rule,
             "target": decision.target_index,
+            "agent": decision.agent,
         }
         message = {
             "id": msg.id,
@@ -375,7 +390,24 @@ class RoutingWorker:
             pairs(customer),
             pairs(conversation),
             pairs(timeline),
+            str(int(decision.overflow_at * 1000)) if decision.overflow_at else "",
+            self._acknowledgement(msg, decision, conversation_id) if decision.ack_text else "",
         ]
+
+    @staticmethod
+    def _acknowledgement(msg: InboundMessage, decision: Decision, conversation_id: str) -> str:
+        """The outbox entry of the automatic acknowledgement of a new conversation."""
+        ack = OutboundMessage(
+            id=new_id("o"),
+            conversation_id=conversation_id,
+            text=decision.ack_text or "",
+            channel=msg.channel,
+            to=msg.sender.value,
+            subject=f"Re: {msg.subject}" if msg.subject else None,
+            in_reply_to=msg.thread_ref or msg.source_id,
+            kind="ack",
+        )
+        return ack.to_json().decode()
 
     async def _dead_letter(self, failures: list[Failure]) -> None:
         keys = self.store.keys

@@ -1,70 +1,414 @@
 """The routing decision: a pure function of config, message, profile and time.
 
-``decide(cfg, message, profile, now)`` does no I/O, so it is tested with
-plain tables of cases and reused as-is by ``router explain``. Every step adds
-a short sentence to ``reasons`` so an admin can see why a message went
-where it went.
+``decide(routing, message, profile, now)`` does no I/O: it is tested with
+plain tables of cases and reused as-is by ``router explain``. ``routing`` is
+the config compiled once (calendars built, language detector loaded at
+start-up, not on the first message). Every step adds a short sentence to
+``reasons`` so an admin can see why a message went where it went:
+
+1. language: customer preference > confident detection > channel hint >
+   the conversation's language > default
+2. time zone and country: profile > browser > phone number > e-mail Date:
+   offset > default
+3. the first rule whose conditions match gives ordered targets (no rule:
+   every queue whose team serves the language)
+4. target by target: skip it if its condition holds (closed, too deep);
+   among its queues prefer one serving the language and open now
+   (follow-the-sun), else the after-hours queue or the one opening soonest
+5. sticky: a follow-up goes to the agent who owns the conversation while
+   they are online
+6. due time from the first-response target in the team's business hours,
+   the ETA in the customer's local time and language, the acknowledgement
 """
 
 from __future__ import annotations
 
-from router.config import Config, Rule
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+
+from router.acks import DEFAULT_TEMPLATES, format_eta, register_for, render
+from router.calendars import Calendar
+from router.config import Config, Rule, Target
+from router.language import Detection, LanguageDetector, choose_language
 from router.model import Decision, InboundMessage
-from router.profiles.context import Context
+from router.profiles.context import Context, joins_open_conversation
+from router.timezones import choose_timezone, zone_from_phone
 
 
-def _normalise_language(code: str | None) -> str | None:
-    """``"pt-BR"``, ``"en_US"``, ``"JA"`` -> ``"pt"``, ``"en"``, ``"ja"``."""
-    if not code:
-        return None
-    return code.replace("_", "-").split("-")[0].strip().lower() or None
+@lru_cache(maxsize=8)
+def detector_for(languages: tuple[str, ...], min_confidence: float) -> LanguageDetector:
+    """One detector per language set, shared (lingua's models are loaded once)."""
+    return LanguageDetector(languages, min_confidence=min_confidence)
 
 
-def choose_language(cfg: Config, message: InboundMessage, profile: Context) -> tuple[str, str]:
-    """(language, source): customer preference > channel hint > conversation > default."""
-    served = cfg.routing.languages
-    candidates = (
-        (profile.customer.get("language_preference"), "customer_preference"),
-        (message.hints.language, "channel_hint"),
-        (message.hints.locale, "channel_hint"),
-        (profile.conversation.get("language"), "conversation"),
-    )
-    for value, source in candidates:
-        code = _normalise_language(value)
-        if code and code in served:
-            return code, source
-    return cfg.routing.default_language, "default"
+@dataclass
+class Routing:
+    """A config compiled for routing decisions."""
 
+    cfg: Config
+    detector: LanguageDetector
+    calendars: dict[str, Calendar]
+    # queue -> its team's calendar (None: always open)
+    queue_calendar: dict[str, Calendar | None]
+    # queue -> languages it serves (None: all)
+    queue_languages: dict[str, frozenset[str] | None]
+    # queue -> channels it serves (None: all)
+    queue_channels: dict[str, frozenset[str] | None]
+    keywords: dict[str, re.Pattern[str]] = field(default_factory=dict)
+    # channels the daemon can send on (acknowledgements go only there)
+    sendable: frozenset[str] = frozenset()
+    # some target skips on queue depth: the worker must pass depths in
+    needs_depths: bool = False
 
-def _rule_matches(rule: Rule, message: InboundMessage, language: str) -> bool:
-    when = rule.when
-    if when.channel is not None and message.channel not in when.channel:
-        return False
-    return not (when.language is not None and language not in when.language)
-
-
-def decide(cfg: Config, message: InboundMessage, profile: Context, now: float) -> Decision:
-    """Where ``message`` goes, with the reasons."""
-    language, language_source = choose_language(cfg, message, profile)
-    reasons = [f"language {language} ({language_source.replace('_', ' ')})"]
-    for rule in cfg.rules:
-        if _rule_matches(rule, message, language):
-            target = rule.targets[0]
-            reasons.append(f"rule {rule.name!r} matched; first target queue {target.queue!r}")
-            return Decision(
-                queue=target.queue,
-                priority=target.priority,
-                language=language,
-                language_source=language_source,
-                rule=rule.name,
-                reasons=reasons,
+    @classmethod
+    def build(cls, cfg: Config, sendable: frozenset[str] = frozenset()) -> Routing:
+        calendars = {name: c.build(name) for name, c in cfg.calendars.items()}
+        queue_calendar: dict[str, Calendar | None] = {}
+        queue_languages: dict[str, frozenset[str] | None] = {}
+        queue_channels: dict[str, frozenset[str] | None] = {}
+        for name, q in cfg.queues.items():
+            team = cfg.teams.get(q.team) if q.team else None
+            queue_calendar[name] = calendars[team.calendar] if team and team.calendar else None
+            queue_languages[name] = frozenset(team.languages) if team else None
+            queue_channels[name] = (
+                frozenset(team.channels) if team and team.channels is not None else None
             )
-    reasons.append(f"no rule matched; default queue {cfg.routing.default_queue!r}")
+        keywords = {
+            rule.name: re.compile(
+                r"(?<!\w)(?:" + "|".join(re.escape(k) for k in rule.when.keywords) + r")(?!\w)",
+                re.IGNORECASE,
+            )
+            for rule in cfg.rules
+            if rule.when.keywords
+        }
+        return cls(
+            cfg=cfg,
+            detector=detector_for(tuple(cfg.routing.languages), cfg.routing.min_confidence),
+            calendars=calendars,
+            queue_calendar=queue_calendar,
+            queue_languages=queue_languages,
+            queue_channels=queue_channels,
+            keywords=keywords,
+            sendable=sendable,
+            needs_depths=any(
+                t.skip_if is not None and t.skip_if.depth_over is not None
+                for r in cfg.rules
+                for t in r.targets
+            ),
+        )
+
+    def team_of(self, queue: str) -> str | None:
+        return self.cfg.queues[queue].team
+
+    def is_open(self, queue: str, at: datetime) -> bool:
+        cal = self.queue_calendar.get(queue)
+        return cal is None or cal.is_open(at)
+
+    def next_open(self, queue: str, at: datetime) -> datetime | None:
+        cal = self.queue_calendar.get(queue)
+        return at if cal is None else cal.next_open(at)
+
+
+@dataclass
+class Choice:
+    """A target chosen for a message (the queue, and what was weighed)."""
+
+    queue: str
+    index: int
+    target: Target | None
+    notes: list[str]
+
+
+def _serves(routing: Routing, queue: str, language: str, channel: str) -> bool:
+    langs = routing.queue_languages.get(queue)
+    chans = routing.queue_channels.get(queue)
+    return (langs is None or language in langs) and (chans is None or channel in chans)
+
+
+def pick_queue(
+    routing: Routing, candidates: list[str], language: str, channel: str, at: datetime
+) -> tuple[str, list[str]]:
+    """Follow-the-sun among ``candidates``: (queue, notes)."""
+    notes: list[str] = []
+    serving = [q for q in candidates if _serves(routing, q, language, channel)]
+    if not serving:
+        notes.append(
+            f"none of {', '.join(candidates)} serves {language} on {channel}; "
+            "using the rule's queues as given"
+        )
+        serving = candidates
+    if len(serving) == 1:
+        return serving[0], notes
+    for q in serving:
+        if routing.is_open(q, at):
+            notes.append(f"{q} is open now (follow-the-sun among {', '.join(serving)})")
+            return q, notes
+    cfg = routing.cfg.routing
+    if cfg.when_closed == "after_hours" and cfg.after_hours_queue:
+        notes.append(
+            f"{', '.join(serving)} are all closed; after-hours queue {cfg.after_hours_queue}"
+        )
+        return cfg.after_hours_queue, notes
+    soonest = min(
+        serving,
+        key=lambda q: routing.next_open(q, at) or datetime.max.replace(tzinfo=UTC),
+    )
+    notes.append(f"{', '.join(serving)} are all closed; {soonest} opens soonest")
+    return soonest, notes
+
+
+def choose_target(
+    routing: Routing,
+    targets: list[Target],
+    start: int,
+    language: str,
+    channel: str,
+    at: datetime,
+    depths: Mapping[str, int],
+) -> Choice | None:
+    """The first target from ``start`` on whose skip condition does not hold."""
+    notes: list[str] = []
+    for i in range(start, len(targets)):
+        target = targets[i]
+        queue, why = pick_queue(routing, target.candidates, language, channel, at)
+        notes += why
+        skip = target.skip_if
+        if skip is not None:
+            if skip.closed and not routing.is_open(queue, at):
+                notes.append(f"skipped target {i + 1} ({queue}): closed now")
+                continue
+            depth = depths.get(queue, 0)
+            if skip.depth_over is not None and depth > skip.depth_over:
+                notes.append(
+                    f"skipped target {i + 1} ({queue}): {depth} waiting, over {skip.depth_over}"
+                )
+                continue
+        return Choice(queue, i, target, notes)
+    return None
+
+
+def _rule_matches(
+    routing: Routing,
+    rule: Rule,
+    message: InboundMessage,
+    language: str,
+    country: str | None,
+    tier: str | None,
+    ongoing: bool,
+    at: datetime,
+) -> bool:
+    w = rule.when
+    if w.channel is not None and message.channel not in w.channel:
+        return False
+    if w.language is not None and language not in w.language:
+        return False
+    if w.country is not None and (country or "") not in w.country:
+        return False
+    if w.tier is not None and (tier or "") not in w.tier:
+        return False
+    if w.conversation is not None and ("ongoing" if ongoing else "new") not in w.conversation:
+        return False
+    if w.keywords is not None:
+        text = f"{message.subject or ''}\n{message.text}"
+        if not routing.keywords[rule.name].search(text):
+            return False
+    if w.time is not None:
+        cal = routing.calendars[w.time.calendar]
+        if cal.is_open(at) != w.time.open:
+            return False
+    return True
+
+
+def first_response(routing: Routing, channel: str, priority: str) -> float:
+    """Seconds of business time within which a person must first answer."""
+    fr = routing.cfg.routing.first_response
+    seconds = fr.channels.get(channel, fr.default)
+    if priority in fr.priorities:
+        seconds = min(seconds, fr.priorities[priority])  # type: ignore[index]
+    return seconds
+
+
+def _is_automatic(message: InboundMessage) -> bool:
+    """Auto-replies, bounces and list mail never get an acknowledgement."""
+    meta = message.meta
+    return meta.get("auto_submitted", "no") not in ("", "no") or meta.get("bulk") == "true"
+
+
+def decide(
+    routing: Routing,
+    message: InboundMessage,
+    profile: Context,
+    now: float,
+    depths: Mapping[str, int] | None = None,
+) -> Decision:
+    """Where ``message`` goes, when a person should answer, and why."""
+    cfg = routing.cfg
+    rcfg = cfg.routing
+    at = datetime.fromtimestamp(now, UTC)
+    customer, conversation = profile.customer, profile.conversation
+    ongoing = joins_open_conversation(profile, rcfg.conversation_window, now)
+    reasons: list[str] = []
+
+    # 1. language
+    detection: Detection | None = routing.detector.detect(message.text)
+    language, language_source, confidence = choose_language(
+        preference=customer.get("language_preference"),
+        detection=detection,
+        hint=[message.hints.language, message.hints.locale],
+        conversation_language=conversation.get("language") if ongoing else None,
+        default=rcfg.default_language,
+        served=rcfg.languages,
+    )
+    if language_source == "detected":
+        reasons.append(f"language {language}: detected with confidence {confidence:.2f}")
+    else:
+        extra = ""
+        if detection is not None and not detection.confident:
+            extra = f" (detection unsure: {detection.language} {detection.confidence:.2f})"
+        elif detection is None and message.text.strip():
+            extra = " (text too short to detect)"
+        reasons.append(f"language {language}: {language_source.replace('_', ' ')}{extra}")
+
+    # 2. time zone and country
+    phone = zone_from_phone(message.sender.value) if message.sender.kind == "phone" else None
+    timezone, timezone_source = choose_timezone(
+        profile=customer.get("timezone"),
+        browser=message.hints.timezone,
+        phone=phone,
+        date_offset=message.hints.date_offset,
+        default=rcfg.default_timezone,
+    )
+    country = (
+        (phone.country if phone else None)
+        or (message.hints.country or "").upper()
+        or customer.get("country")
+        or None
+    )
+    reasons.append(
+        f"customer time zone {timezone} (from {timezone_source.replace('_', ' ')})"
+        + (f", country {country}" if country else "")
+    )
+
+    # 3. rule
+    tier = customer.get("tier")
+    rule = next(
+        (
+            r
+            for r in cfg.rules
+            if _rule_matches(routing, r, message, language, country, tier, ongoing, at)
+        ),
+        None,
+    )
+    if rule is not None:
+        targets = rule.targets
+        reasons.append(f"rule {rule.name!r} matched")
+    else:
+        serving = [
+            q
+            for q in cfg.queues
+            if _serves(routing, q, language, message.channel) and cfg.queues[q].team is not None
+        ] or [rcfg.default_queue]
+        targets = [Target(queues=serving)]
+        reasons.append(f"no rule matched; queues serving {language}: {', '.join(serving)}")
+
+    # 4. target (skip conditions, follow-the-sun)
+    choice = choose_target(routing, targets, 0, language, message.channel, at, depths or {})
+    if choice is None:
+        reasons.append(f"every target was skipped; default queue {rcfg.default_queue}")
+        choice = Choice(rcfg.default_queue, len(targets) - 1, None, [])
+    reasons += choice.notes
+    queue = choice.queue
+    team = routing.team_of(queue)
+    priority = choice.target.priority if choice.target and choice.target.priority else "normal"
+    is_open = routing.is_open(queue, at)
+    next_open = at if is_open else routing.next_open(queue, at)
+    if is_open:
+        reasons.append(f"queue {queue} (team {team or '-'}) is open now")
+    elif next_open is not None:
+        reasons.append(
+            f"queue {queue} (team {team or '-'}) is closed; opens "
+            f"{next_open.isoformat(timespec='minutes')}"
+        )
+    else:
+        reasons.append(f"queue {queue} (team {team or '-'}) has no opening hours ahead")
+
+    # 5. sticky routing
+    agent = None
+    owner = conversation.get("owner") if ongoing else None
+    if owner:
+        if profile.owner_online:
+            agent = owner
+            reasons.append(f"follow-up goes to {owner}, who owns the conversation and is online")
+        else:
+            reasons.append(f"{owner} owns the conversation but is offline; to the queue")
+
+    # 6. due time, ETA, acknowledgement
+    budget = first_response(routing, message.channel, priority)
+    cal = routing.queue_calendar.get(queue)
+    limit = at + timedelta(seconds=rcfg.first_response.max)
+    due = (
+        cal.add_business_time(at, timedelta(seconds=budget))
+        if cal
+        else (at + timedelta(seconds=budget))
+    )
+    if due is None or due > limit:
+        due = limit
+        reasons.append(
+            f"first response due {due.isoformat(timespec='minutes')} "
+            f"(capped at {rcfg.first_response.max / 3600:g} h)"
+        )
+    else:
+        reasons.append(
+            f"first response due {due.isoformat(timespec='minutes')} "
+            f"({budget / 3600:g} business hours for {message.channel}/{priority})"
+        )
+    eta_local = format_eta(due, timezone, language=language, locale=message.hints.locale)
+    ack_text = None
+    ack = cfg.acknowledgements
+    channels = ack.channels if ack.channels is not None else routing.sendable
+    if not ongoing and ack.enabled and message.channel in channels:
+        if _is_automatic(message):
+            reasons.append("no acknowledgement: the message is automatic (auto-reply or bulk)")
+        else:
+            register = register_for(message.hints.locale, language, ack.informal_locales)
+            tpl = ack.templates.get(language)
+            text = (
+                (getattr(tpl, register) or tpl.formal)
+                if tpl
+                else (DEFAULT_TEMPLATES.get(language) or DEFAULT_TEMPLATES["en"])[register]
+            )
+            ack_text = render(
+                text, eta=eta_local, name=message.display_name, team=team, reference=None
+            )
+
+    overflow_at = None
+    if choice.target is not None and choice.target.wait and choice.index + 1 < len(targets):
+        overflow_at = now + choice.target.wait
+        reasons.append(
+            f"moves to target {choice.index + 2} if unclaimed for {choice.target.wait / 60:g} min"
+        )
+
     return Decision(
-        queue=cfg.routing.default_queue,
-        priority="normal",
+        queue=queue,
+        priority=priority,
         language=language,
         language_source=language_source,
-        rule=None,
+        rule=rule.name if rule else None,
         reasons=reasons,
+        target_index=choice.index,
+        due_at=due.timestamp(),
+        timezone=timezone,
+        timezone_source=timezone_source,
+        team=team,
+        language_confidence=confidence,
+        country=country,
+        open=is_open,
+        next_open=next_open.timestamp() if next_open else None,
+        eta_local=eta_local,
+        ack_text=ack_text,
+        agent=agent,
+        overflow_at=overflow_at,
     )

@@ -83,14 +83,20 @@ return out
 # conversation, timeline and the ingest ack, all together. A redelivered
 # ingest entry whose message was already committed is only acked
 # (idempotent), so no message is ever queued twice.
-# ARGV[1]: ingest group; ARGV[2]: retention (s); ARGV[3]: JSON of items
+# Also, per item: when the target has a wait timeout, the queue entry is
+# added to the overflow sorted set (score = when it moves on, ms); when the
+# decision carries an acknowledgement, it is added to the outbox.
+# ARGV[1]: ingest group; ARGV[2]: retention (s); ARGV[3]: overflow zset key;
+# ARGV[4]: outbox stream key; ARGV[5]: JSON of items
 #   [message key, ingest stream, entry id, queue band stream, customer key,
 #    conversation key, timeline key, new conversation 0/1,
 #    queue entry [k, v...], message [k, v...], customer [k, v...],
-#    conversation [k, v...], timeline entry [k, v...]]   (all values strings)
+#    conversation [k, v...], timeline entry [k, v...],
+#    overflow at (ms) or "", acknowledgement outbox JSON or ""]  (all strings)
 # -> per item {1 routed | 0 already routed | -1 error, queue entry or error}
 COMMIT_ROUTE = """
 local group, retention = ARGV[1], tonumber(ARGV[2])
+local overflow, outbox = ARGV[3], ARGV[4]
 local acks = {}  -- stream -> ids to XACK + XDEL together at the end
 local function ack(stream, id)
   local l = acks[stream]
@@ -114,11 +120,13 @@ local function commit(it)
   redis.call('EXPIRE', it[6], retention)
   redis.call('XADD', it[7], 'MAXLEN', '~', 10000, '*', unpack(it[13]))
   redis.call('EXPIRE', it[7], retention)
+  if it[14] ~= '' then redis.call('ZADD', overflow, it[14], it[4] .. ' ' .. qid) end
+  if it[15] ~= '' then redis.call('XADD', outbox, '*', 'o', it[15]) end
   ack(it[2], it[3])
   return {1, qid}
 end
 local out = {}
-for _, it in ipairs(cjson.decode(ARGV[3])) do
+for _, it in ipairs(cjson.decode(ARGV[5])) do
   local ok, res = pcall(commit, it)
   if ok then table.insert(out, res)
   else table.insert(out, {-1, tostring(res.err or res)}) end
@@ -299,6 +307,32 @@ end
 return 1
 """
 
+# Overflow: move a queue entry nobody claimed in time to its next target.
+# KEYS: old band stream, new band stream, overflow zset, message hash
+# ARGV: group, entry id, overflow member, new entry fields JSON [k, v...],
+#       next overflow score (ms) or "", new queue name
+# -> {1, new entry id} | {0, "gone" | "claimed"}
+OVERFLOW_MOVE = """
+local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+if #e == 0 then
+  redis.call('ZREM', KEYS[3], ARGV[3])
+  return {0, 'gone'}
+end
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if p[1] then
+  redis.call('ZREM', KEYS[3], ARGV[3])
+  return {0, 'claimed'}
+end
+local qid = redis.call('XADD', KEYS[2], '*', unpack(cjson.decode(ARGV[4])))
+redis.call('XDEL', KEYS[1], ARGV[2])
+redis.call('ZREM', KEYS[3], ARGV[3])
+if ARGV[5] ~= '' then redis.call('ZADD', KEYS[3], ARGV[5], KEYS[2] .. ' ' .. qid) end
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('HSET', KEYS[4], 'queue_entry', KEYS[2] .. ' ' .. qid, 'queue', ARGV[6])
+end
+return {1, qid}
+"""
+
 # Scripts agent tools may call by SHA (published in the scripts hash).
 PUBLIC = {"claim": CLAIM, "ack": ACK, "release": RELEASE, "renew": RENEW}
 
@@ -320,6 +354,7 @@ class Scripts:
     mark_sent: AsyncScript
     replay: AsyncScript
     lease: AsyncScript
+    overflow_move: AsyncScript
     unlease: AsyncScript
 
     @classmethod
@@ -338,6 +373,7 @@ class Scripts:
             mark_sent=redis.register_script(MARK_SENT),
             replay=redis.register_script(REPLAY),
             lease=redis.register_script(LEASE),
+            overflow_move=redis.register_script(OVERFLOW_MOVE),
             unlease=redis.register_script(UNLEASE),
         )
 

@@ -165,6 +165,17 @@ class Store:
             if "BUSYGROUP" not in str(exc):
                 raise
 
+    async def depths(self, queues: Iterable[str]) -> dict[str, int]:
+        """Entries in each queue (waiting + claimed), one round trip."""
+        names = list(queues)
+        pipe = self.redis.pipeline(transaction=False)
+        for q in names:
+            for band in BANDS:
+                pipe.xlen(self.keys.queue(q, band))
+        counts = await pipe.execute()
+        n = len(BANDS)
+        return {q: sum(counts[i * n : (i + 1) * n]) for i, q in enumerate(names)}
+
     def partition_of(self, sender_key: str) -> int:
         """Ingest partition of a sender: all of one sender's messages share one."""
         import zlib

@@ -126,9 +126,14 @@ async def test_message_to_queue_to_agent_to_reply_end_to_end(
         assert out.returncode == 0, out.stderr
         outbox_id = json.loads(out.stdout)["outbox_id"]
         for _ in range(100):
-            if received:
+            if len(received) >= 2:
                 break
             await asyncio.sleep(0.05)
+        # first the automatic acknowledgement of the new conversation, in Spanish
+        ack = received.pop(0)
+        assert ack["kind"] == "ack" and ack["conversation_id"] == pulled["conversation_id"]
+        assert ack["text"].startswith("Gracias por contactarnos.") and "GMT" in ack["text"]
+        assert ack["to"] == "ana@example.com" and ack["subject"] == "Re: Pedido 1234"
         assert received == [
             {
                 "id": outbox_id,

@@ -14,6 +14,7 @@ from router.keys import INGEST_GROUP
 from router.metrics import Metrics
 from router.model import Hints, InboundMessage
 from router.pipeline import RoutingWorker
+from router.routing import Routing
 from router.profiles.identity import normalise_identity
 from router.store import Store
 
@@ -35,7 +36,8 @@ def msg(
 
 
 def worker(store: Store, cfg: Config, node: str = "node-a") -> RoutingWorker:
-    return RoutingWorker(store, lambda: cfg, Metrics(), node)
+    routing = Routing.build(cfg)
+    return RoutingWorker(store, lambda: routing, Metrics(), node)
 
 
 async def drain(w: RoutingWorker) -> int:
@@ -75,7 +77,7 @@ async def test_routes_by_rule_with_priority_band(store: Store, cfg: Config) -> N
     stored = await store.redis.hgetall(store.keys.message(es.id))
     assert stored["text"] == "Hola, mi pedido no ha llegado"
     assert stored["queue"] == "support-es"
-    assert "rule 'spanish' matched" in orjson.loads(stored["decision"])["reasons"][1]
+    assert "rule 'spanish' matched" in orjson.loads(stored["decision"])["reasons"]
     conv = await store.redis.hgetall(store.keys.conversation(entry["conversation_id"]))
     assert conv["status"] == "open" and conv["reply_to"] == "ana@example.com"
     customer = await store.redis.hgetall(store.keys.customer(entry["customer_id"]))

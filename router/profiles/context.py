@@ -27,6 +27,8 @@ class Context:
     created: bool
     customer: dict[str, str] = field(default_factory=dict)
     conversation: dict[str, str] = field(default_factory=dict)
+    # Whether the conversation's owner (an agent) is online now.
+    owner_online: bool = False
 
 
 async def identify_many(
@@ -54,15 +56,20 @@ async def identify_many(
     return [found[i] for i in identities]
 
 
-def thread(ctx: Context, message: InboundMessage, window: float, now: float) -> tuple[str, bool]:
-    """The conversation ``message`` joins: (conversation id, is new).
+def joins_open_conversation(ctx: Context, window: float, now: float) -> bool:
+    """Does a message now continue the customer's open conversation?
 
-    The customer's open conversation if it saw activity within ``window``
-    seconds, whatever the channel; otherwise a new one.
+    Yes if that conversation is not resolved and saw activity within
+    ``window`` seconds, whatever the channel.
     """
     conv = ctx.conversation
-    if conv.get("id") and conv.get("status", "open") != "resolved":
-        last = float(conv.get("last_activity", 0) or 0)
-        if now - last <= window:
-            return conv["id"], False
+    if not conv.get("id") or conv.get("status", "open") == "resolved":
+        return False
+    return now - float(conv.get("last_activity", 0) or 0) <= window
+
+
+def thread(ctx: Context, message: InboundMessage, window: float, now: float) -> tuple[str, bool]:
+    """The conversation ``message`` joins: (conversation id, is new)."""
+    if joins_open_conversation(ctx, window, now):
+        return ctx.conversation["id"], False
     return new_id("v"), True

@@ -1,0 +1,150 @@
+"""Overflow: a queue entry nobody claimed within its target's wait moves on.
+
+When a rule's target has ``wait: 10m`` and a next target, the routing commit
+puts the queue entry in the ``overflow`` sorted set, scored by the moment it
+is due to move. This worker looks at due entries every second: an entry
+that is still unclaimed moves to the rule's next target (skip conditions
+and follow-the-sun apply again, with the current config); a claimed or
+finished one just leaves the set. The set lives in Redis, so pending moves
+survive restarts, and the move is one atomic script, so several daemons may
+run this worker side by side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import orjson
+import structlog
+from redis.exceptions import RedisError
+
+from router.config import PRIORITIES
+from router.keys import QUEUE_GROUP
+from router.metrics import Metrics
+from router.routing import Routing, choose_target
+from router.scripts import pairs
+from router.store import Store
+
+log = structlog.get_logger("router.overflow")
+
+
+class OverflowWorker:
+    """Moves unclaimed queue entries to their next target when their wait is over."""
+
+    def __init__(
+        self,
+        store: Store,
+        get_routing: Callable[[], Routing],
+        metrics: Metrics,
+        interval: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.get_routing = get_routing
+        self.metrics = metrics
+        self.interval = interval
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                while await self.tick() == 100:  # a backlog: keep going
+                    pass
+            except (RedisError, OSError) as exc:
+                log.warning(
+                    "overflow_paused",
+                    error=f"{type(exc).__name__}: {exc}",
+                    action="retrying; entries wait in their current queue",
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.interval)
+
+    async def tick(self, now: float | None = None) -> int:
+        """Handle the entries due by ``now``; return how many were looked at."""
+        now = time.time() if now is None else now
+        keys, redis = self.store.keys, self.store.redis
+        due = await redis.zrangebyscore(keys.overflow, "-inf", int(now * 1000), start=0, num=100)
+        if not due:
+            return 0
+        routing = self.get_routing()
+        rules = {r.name: r for r in routing.cfg.rules}
+        depths = await self.store.depths(routing.cfg.queues)
+        at = datetime.fromtimestamp(now, UTC)
+        for member in due:
+            stream, _, entry_id = member.rpartition(" ")
+            rows = await redis.xrange(stream, entry_id, entry_id, count=1)
+            if not rows:
+                await redis.zrem(keys.overflow, member)
+                continue
+            fields = rows[0][1]
+            queue, _ = keys.parse_queue(stream)
+            rule = rules.get(fields.get("rule", ""))
+            index = int(fields.get("target", 0))
+            choice = (
+                choose_target(
+                    routing,
+                    rule.targets,
+                    index + 1,
+                    fields.get("language", ""),
+                    fields.get("channel", ""),
+                    at,
+                    depths,
+                )
+                if rule is not None
+                else None
+            )
+            if choice is None:
+                await redis.zrem(keys.overflow, member)
+                log.warning(
+                    "overflow_stopped",
+                    message_id=fields.get("message_id"),
+                    queue=queue,
+                    rule=fields.get("rule"),
+                    reason="the rule or its next target no longer exists in the config; "
+                    "the entry stays where it is",
+                )
+                continue
+            target = choice.target
+            priority = (
+                target.priority if target and target.priority else fields.get("priority", "normal")
+            )
+            moved = {
+                **fields,
+                "priority": priority,
+                "target": str(choice.index),
+                "team": routing.team_of(choice.queue) or "",
+                "overflowed_from": queue,
+                "overflowed_at": f"{now:.3f}",
+            }
+            next_at = ""
+            if target is not None and target.wait and choice.index + 1 < len(rule.targets):
+                next_at = str(int((now + target.wait) * 1000))
+            result = await self.store.scripts.overflow_move(
+                keys=[
+                    stream,
+                    keys.queue(choice.queue, PRIORITIES[priority]),
+                    keys.overflow,
+                    keys.message(fields.get("message_id", "")),
+                ],
+                args=[
+                    QUEUE_GROUP,
+                    entry_id,
+                    member,
+                    orjson.dumps(pairs(moved)),
+                    next_at,
+                    choice.queue,
+                ],
+            )
+            if int(result[0]) == 1:
+                self.metrics.child(self.metrics.overflowed, queue, choice.queue).inc()
+                log.info(
+                    "overflowed",
+                    message_id=fields.get("message_id"),
+                    from_queue=queue,
+                    to_queue=choice.queue,
+                    target=choice.index,
+                    priority=priority,
+                )
+        return len(due)
