@@ -371,6 +371,9 @@ class QueueSettings(Strict):
     # The team working this queue; a queue without a team serves every
     # language and is always open (an after-hours or catch-all queue).
     team: str | None = None
+    # Only messages a rule names this queue for come here; it is never a
+    # candidate for messages no rule matched (e.g. a VIP desk).
+    rules_only: bool = False
     # A claim not acked or renewed within this time returns to the queue.
     visibility_timeout: Duration = 600.0
 
@@ -444,8 +447,10 @@ class Rule(Strict):
 class FirstResponseSettings(Strict):
     """How soon a person must first answer, counted in the chosen team's business hours.
 
-    The shortest of the channel's and the priority's target applies; the
-    result is never later than ``max`` of wall-clock time after arrival.
+    The shorter of the channel's and the priority's target applies, and no
+    target is longer than ``max``. The due time is honest: business time
+    starts when the team is open, so a message sent on Friday night to a
+    weekday team is due on Monday.
     """
 
     default: Duration = 8 * 3600.0

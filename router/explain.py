@@ -65,7 +65,8 @@ def explain(cfg: Config, raw: bytes, at: str | None = None) -> dict[str, Any]:
         customer={k: str(v) for k, v in customer.items()},
         conversation={k: str(v) for k, v in conversation.items()},
     )
-    d = decide(Routing.build(cfg), message, profile, now)
+    # show the acknowledgement as if the daemon could send on this channel
+    d = decide(Routing.build(cfg, frozenset({message.channel})), message, profile, now)
     return {
         "queue": d.queue,
         "team": d.team,

@@ -23,6 +23,7 @@ start-up, not on the first message). Every step adds a short sentence to
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -42,6 +43,15 @@ from router.timezones import choose_timezone, zone_from_phone
 def detector_for(languages: tuple[str, ...], min_confidence: float) -> LanguageDetector:
     """One detector per language set, shared (lingua's models are loaded once)."""
     return LanguageDetector(languages, min_confidence=min_confidence)
+
+
+@lru_cache(maxsize=4096)
+def _eta_text(minute: int, timezone: str, language: str, locale: str | None) -> str:
+    """format_eta (Babel, the costliest step of a decision) per minute and audience:
+    under load many messages share a due minute, zone and language."""
+    return format_eta(
+        datetime.fromtimestamp(minute * 60, UTC), timezone, language=language, locale=locale
+    )
 
 
 @dataclass
@@ -114,12 +124,18 @@ class Routing:
 
 @dataclass
 class Choice:
-    """A target chosen for a message (the queue, and what was weighed)."""
+    """A target chosen for a message (the queue, and what was weighed).
+
+    ``answered_by`` is the queue whose team will answer: the queue itself,
+    or, for the after-hours queue, the candidate whose team opens first (its
+    hours give the honest due time and ETA).
+    """
 
     queue: str
     index: int
     target: Target | None
     notes: list[str]
+    answered_by: str = ""
 
 
 def _serves(routing: Routing, queue: str, language: str, channel: str) -> bool:
@@ -130,8 +146,8 @@ def _serves(routing: Routing, queue: str, language: str, channel: str) -> bool:
 
 def pick_queue(
     routing: Routing, candidates: list[str], language: str, channel: str, at: datetime
-) -> tuple[str, list[str]]:
-    """Follow-the-sun among ``candidates``: (queue, notes)."""
+) -> tuple[str, str, list[str]]:
+    """Follow-the-sun among ``candidates``: (queue, queue answering, notes)."""
     notes: list[str] = []
     serving = [q for q in candidates if _serves(routing, q, language, channel)]
     if not serving:
@@ -141,23 +157,24 @@ def pick_queue(
         )
         serving = candidates
     if len(serving) == 1:
-        return serving[0], notes
+        return serving[0], serving[0], notes
     for q in serving:
         if routing.is_open(q, at):
             notes.append(f"{q} is open now (follow-the-sun among {', '.join(serving)})")
-            return q, notes
-    cfg = routing.cfg.routing
-    if cfg.when_closed == "after_hours" and cfg.after_hours_queue:
-        notes.append(
-            f"{', '.join(serving)} are all closed; after-hours queue {cfg.after_hours_queue}"
-        )
-        return cfg.after_hours_queue, notes
+            return q, q, notes
     soonest = min(
         serving,
         key=lambda q: routing.next_open(q, at) or datetime.max.replace(tzinfo=UTC),
     )
+    cfg = routing.cfg.routing
+    if cfg.when_closed == "after_hours" and cfg.after_hours_queue:
+        notes.append(
+            f"{', '.join(serving)} are all closed; after-hours queue "
+            f"{cfg.after_hours_queue} until {soonest} opens"
+        )
+        return cfg.after_hours_queue, soonest, notes
     notes.append(f"{', '.join(serving)} are all closed; {soonest} opens soonest")
-    return soonest, notes
+    return soonest, soonest, notes
 
 
 def choose_target(
@@ -173,7 +190,7 @@ def choose_target(
     notes: list[str] = []
     for i in range(start, len(targets)):
         target = targets[i]
-        queue, why = pick_queue(routing, target.candidates, language, channel, at)
+        queue, answered_by, why = pick_queue(routing, target.candidates, language, channel, at)
         notes += why
         skip = target.skip_if
         if skip is not None:
@@ -186,7 +203,7 @@ def choose_target(
                     f"skipped target {i + 1} ({queue}): {depth} waiting, over {skip.depth_over}"
                 )
                 continue
-        return Choice(queue, i, target, notes)
+        return Choice(queue, i, target, notes, answered_by)
     return None
 
 
@@ -223,12 +240,19 @@ def _rule_matches(
 
 
 def first_response(routing: Routing, channel: str, priority: str) -> float:
-    """Seconds of business time within which a person must first answer."""
+    """Seconds of business time within which a person must first answer:
+    the shorter of the channel's and the priority's target, at most ``max``."""
     fr = routing.cfg.routing.first_response
     seconds = fr.channels.get(channel, fr.default)
     if priority in fr.priorities:
         seconds = min(seconds, fr.priorities[priority])  # type: ignore[index]
-    return seconds
+    return min(seconds, fr.max)
+
+
+def _local(at: datetime, cal: Calendar | None) -> str:
+    """``at`` on the team's clock, for reasons an admin reads."""
+    zone = cal.zone if cal is not None else UTC
+    return at.astimezone(zone).isoformat(timespec="minutes")
 
 
 def _is_automatic(message: InboundMessage) -> bool:
@@ -308,8 +332,10 @@ def decide(
     else:
         serving = [
             q
-            for q in cfg.queues
-            if _serves(routing, q, language, message.channel) and cfg.queues[q].team is not None
+            for q, settings in cfg.queues.items()
+            if settings.team is not None
+            and not settings.rules_only
+            and _serves(routing, q, language, message.channel)
         ] or [rcfg.default_queue]
         targets = [Target(queues=serving)]
         reasons.append(f"no rule matched; queues serving {language}: {', '.join(serving)}")
@@ -318,22 +344,25 @@ def decide(
     choice = choose_target(routing, targets, 0, language, message.channel, at, depths or {})
     if choice is None:
         reasons.append(f"every target was skipped; default queue {rcfg.default_queue}")
-        choice = Choice(rcfg.default_queue, len(targets) - 1, None, [])
+        choice = Choice(rcfg.default_queue, len(targets) - 1, None, [], rcfg.default_queue)
     reasons += choice.notes
     queue = choice.queue
-    team = routing.team_of(queue)
+    # Whose hours count: the queue's team, or, for the after-hours queue, the
+    # team that picks the message up when it opens (an honest due time).
+    answering = choice.answered_by or queue
+    team = routing.team_of(answering)
     priority = choice.target.priority if choice.target and choice.target.priority else "normal"
-    is_open = routing.is_open(queue, at)
-    next_open = at if is_open else routing.next_open(queue, at)
+    is_open = answering == queue and routing.is_open(queue, at)
+    next_open = at if is_open else routing.next_open(answering, at)
     if is_open:
         reasons.append(f"queue {queue} (team {team or '-'}) is open now")
     elif next_open is not None:
         reasons.append(
-            f"queue {queue} (team {team or '-'}) is closed; opens "
+            f"team {team or '-'} ({answering}) is closed; opens "
             f"{next_open.isoformat(timespec='minutes')}"
         )
     else:
-        reasons.append(f"queue {queue} (team {team or '-'}) has no opening hours ahead")
+        reasons.append(f"team {team or '-'} ({answering}) has no opening hours ahead")
 
     # 5. sticky routing
     agent = None
@@ -347,25 +376,24 @@ def decide(
 
     # 6. due time, ETA, acknowledgement
     budget = first_response(routing, message.channel, priority)
-    cal = routing.queue_calendar.get(queue)
-    limit = at + timedelta(seconds=rcfg.first_response.max)
-    due = (
-        cal.add_business_time(at, timedelta(seconds=budget))
-        if cal
-        else (at + timedelta(seconds=budget))
-    )
-    if due is None or due > limit:
-        due = limit
+    cal = routing.queue_calendar.get(answering)
+    due = cal.add_business_time(at, timedelta(seconds=budget)) if cal else None
+    if cal is None:
+        due = at + timedelta(seconds=budget)
+        hours = "hours"
+    else:
+        hours = "business hours"
+    if due is None:  # a calendar that never opens again (within a year)
+        due = at + timedelta(seconds=rcfg.first_response.max)
         reasons.append(
-            f"first response due {due.isoformat(timespec='minutes')} "
-            f"(capped at {rcfg.first_response.max / 3600:g} h)"
+            f"no opening hours ahead; first response due {_local(due, cal)} at the latest"
         )
     else:
         reasons.append(
-            f"first response due {due.isoformat(timespec='minutes')} "
-            f"({budget / 3600:g} business hours for {message.channel}/{priority})"
+            f"first response due {_local(due, cal)} "
+            f"({budget / 3600:g} {hours} for {message.channel}/{priority})"
         )
-    eta_local = format_eta(due, timezone, language=language, locale=message.hints.locale)
+    eta_local = _eta_text(math.ceil(due.timestamp() / 60), timezone, language, message.hints.locale)
     ack_text = None
     ack = cfg.acknowledgements
     channels = ack.channels if ack.channels is not None else routing.sendable

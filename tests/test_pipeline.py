@@ -14,8 +14,8 @@ from router.keys import INGEST_GROUP
 from router.metrics import Metrics
 from router.model import Hints, InboundMessage
 from router.pipeline import RoutingWorker
-from router.routing import Routing
 from router.profiles.identity import normalise_identity
+from router.routing import Routing
 from router.store import Store
 
 
