@@ -37,21 +37,32 @@ TEXTS = {
         "I was charged twice for the same subscription this month. Could you please refund "
         "the second payment? I have attached the bank statement showing both charges.",
     ],
-    "es": ["Hola, mi pedido no ha llegado todavía, ¿me pueden ayudar por favor?",
-           "Quiero cancelar mi suscripción y recibir el reembolso del último mes."],
-    "pt": ["Oi, meu pedido ainda não chegou, podem me ajudar?",
-           "Gostaria de trocar o produto, veio com defeito e a caixa estava amassada."],
+    "es": [
+        "Hola, mi pedido no ha llegado todavía, ¿me pueden ayudar por favor?",
+        "Quiero cancelar mi suscripción y recibir el reembolso del último mes.",
+    ],
+    "pt": [
+        "Oi, meu pedido ainda não chegou, podem me ajudar?",
+        "Gostaria de trocar o produto, veio com defeito e a caixa estava amassada.",
+    ],
     "hi": ["नमस्ते, मेरा ऑर्डर अभी तक नहीं आया है, कृपया मदद करें।"],
     "te": ["నమస్తే, నా ఆర్డర్ ఇంకా రాలేదు. దయచేసి సహాయం చేయండి."],
     "gu": ["નમસ્તે, મારો ઓર્ડર હજુ સુધી આવ્યો નથી, કૃપા કરીને મદદ કરો."],
-    "lv": ["Labdien, mans pasūtījums vēl nav pienācis, lūdzu palīdziet.",
-           "Paldies!"],
+    "lv": ["Labdien, mans pasūtījums vēl nav pienācis, lūdzu palīdziet.", "Paldies!"],
     "ru": ["Здравствуйте, мой заказ до сих пор не доставлен, помогите пожалуйста."],
     "ja": ["こんにちは、先週注文した靴がまだ届いていません。確認していただけますか？", "はい"],
 }
-PHONES = {"en": "+12125550100", "es": "+12125550101", "pt": "+5511987654321",
-          "hi": "+919812345678", "te": "+919812345679", "gu": "+919812345680",
-          "lv": "+37129123456", "ru": "+37129123457", "ja": "+81312345678"}
+PHONES = {
+    "en": "+12125550100",
+    "es": "+12125550101",
+    "pt": "+5511987654321",
+    "hi": "+919812345678",
+    "te": "+919812345679",
+    "gu": "+919812345680",
+    "lv": "+37129123456",
+    "ru": "+37129123457",
+    "ja": "+81312345678",
+}
 
 
 def workload(n: int, customers: int, seed: int = 7) -> list[tuple[InboundMessage, Context, float]]:
@@ -67,13 +78,19 @@ def workload(n: int, customers: int, seed: int = 7) -> list[tuple[InboundMessage
             sender = normalise_identity(f"customer{c}@example.com", "email")
             hints = Hints(date_offset=rng.choice(["+05:30", "-05:00", "+02:00", None]))
         else:
-            sender = normalise_identity(PHONES[lang], "sms") if channel == "sms" else \
-                normalise_identity(f"visitor-{c}", "api")
+            sender = (
+                normalise_identity(PHONES[lang], "sms")
+                if channel == "sms"
+                else normalise_identity(f"visitor-{c}", "api")
+            )
             hints = Hints(timezone="Asia/Tokyo" if channel == "chat" and lang == "ja" else None)
         now = start + rng.random() * 7 * 86400
         ongoing = rng.random() < 0.4
-        conversation = ({"id": f"v{c}", "status": "open", "language": lang,
-                         "last_activity": str(now - 300)} if ongoing else {})
+        conversation = (
+            {"id": f"v{c}", "status": "open", "language": lang, "last_activity": str(now - 300)}
+            if ongoing
+            else {}
+        )
         customer = {"id": f"c{c}", "tier": "vip" if rng.random() < 0.02 else ""}
         msg = InboundMessage(channel=channel, sender=sender, text=text, hints=hints)
         out.append((msg, Context(f"c{c}", False, customer, conversation), now))
@@ -98,8 +115,10 @@ def main() -> None:
     cfg = load_config(ROOT / "config" / "example.yaml", env={"ROUTER_API_TOKEN": "bench"})
     t0 = time.perf_counter()
     routing = Routing.build(cfg, frozenset({"sms", "email", "chat", "api"}))
-    print(f"compiled the example config (lingua for {len(cfg.routing.languages)} languages) "
-          f"in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"compiled the example config (lingua for {len(cfg.routing.languages)} languages) "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
     run(routing, workload(2000, 100, seed=1))  # warm the calendars' day caches
     print(f"\n{args.decisions} decisions, one core, Python {sys.version.split()[0]}\n")
     print(f"{'customers':>12} {'decisions/s':>12} {'p50 µs':>8} {'p99 µs':>8} {'mean µs':>8}")
@@ -108,9 +127,11 @@ def main() -> None:
         times = run(routing, items)
         times.sort()
         total = sum(times)
-        print(f"{customers:>12,} {len(times) / total:>12,.0f} "
-              f"{times[len(times) // 2] * 1e6:>8.0f} {times[int(len(times) * 0.99)] * 1e6:>8.0f} "
-              f"{statistics.mean(times) * 1e6:>8.0f}")
+        print(
+            f"{customers:>12,} {len(times) / total:>12,.0f} "
+            f"{times[len(times) // 2] * 1e6:>8.0f} {times[int(len(times) * 0.99)] * 1e6:>8.0f} "
+            f"{statistics.mean(times) * 1e6:>8.0f}"
+        )
 
 
 if __name__ == "__main__":

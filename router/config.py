@@ -576,15 +576,22 @@ def _cross_references(cfg: Config) -> Iterator[tuple[tuple[str | int, ...], str]
 
     def queue_ref(loc: tuple[str | int, ...], name: str | None, what: str) -> Iterator:
         if name is not None and name not in queues:
-            yield loc, (
-                f"{what} {name!r} is not a queue (defined under queues: "
-                f"{', '.join(sorted(queues))})"
+            yield (
+                loc,
+                (
+                    f"{what} {name!r} is not a queue (defined under queues: "
+                    f"{', '.join(sorted(queues))})"
+                ),
             )
 
     for i, code in enumerate(routing.languages):
         if normalise_language(code) != code:
-            yield ("routing", "languages", i), (
-                f"{code!r}: write languages as ISO 639-1 codes, e.g. {normalise_language(code)!r}"
+            yield (
+                ("routing", "languages", i),
+                (
+                    f"{code!r}: write languages as ISO 639-1 codes, "
+                    f"e.g. {normalise_language(code)!r}"
+                ),
             )
     if routing.default_language not in languages:
         yield (
@@ -592,8 +599,9 @@ def _cross_references(cfg: Config) -> Iterator[tuple[tuple[str | int, ...], str]
             f"default_language {routing.default_language!r} is not in routing.languages",
         )
     if not valid_zone(routing.default_timezone):
-        yield ("routing", "default_timezone"), (
-            f"unknown time zone {routing.default_timezone!r} (use an IANA name like Europe/Riga)"
+        yield (
+            ("routing", "default_timezone"),
+            (f"unknown time zone {routing.default_timezone!r} (use an IANA name like Europe/Riga)"),
         )
     yield from queue_ref(("routing", "default_queue"), routing.default_queue, "default_queue")
     yield from queue_ref(
@@ -604,27 +612,37 @@ def _cross_references(cfg: Config) -> Iterator[tuple[tuple[str | int, ...], str]
         try:
             cal.build(name)
         except ValueError as exc:
-            field = "timezone" if "time zone" in str(exc) else (
-                "holidays" if cal.holidays and "holiday" in str(exc).lower() else "hours")
+            field = (
+                "timezone"
+                if "time zone" in str(exc)
+                else ("holidays" if cal.holidays and "holiday" in str(exc).lower() else "hours")
+            )
             yield ("calendars", name, field), f"calendar {name!r}: {exc}"
 
     for name, team in teams.items():
         if team.calendar is not None and team.calendar not in calendars:
-            yield ("teams", name, "calendar"), (
-                f"team {name!r} uses calendar {team.calendar!r}, which is not defined under "
-                f"calendars: ({', '.join(sorted(calendars)) or 'none'})"
+            yield (
+                ("teams", name, "calendar"),
+                (
+                    f"team {name!r} uses calendar {team.calendar!r}, which is not defined under "
+                    f"calendars: ({', '.join(sorted(calendars)) or 'none'})"
+                ),
             )
         for j, lang in enumerate(team.languages):
             if lang not in languages:
-                yield ("teams", name, "languages", j), (
-                    f"team {name!r} serves {lang!r}, which is not in routing.languages"
+                yield (
+                    ("teams", name, "languages", j),
+                    (f"team {name!r} serves {lang!r}, which is not in routing.languages"),
                 )
 
     for name, q in queues.items():
         if q.team is not None and q.team not in teams:
-            yield ("queues", name, "team"), (
-                f"queue {name!r} is worked by team {q.team!r}, which is not defined under "
-                f"teams: ({', '.join(sorted(teams)) or 'none'})"
+            yield (
+                ("queues", name, "team"),
+                (
+                    f"queue {name!r} is worked by team {q.team!r}, which is not defined under "
+                    f"teams: ({', '.join(sorted(teams)) or 'none'})"
+                ),
             )
 
     # Every language must have somewhere to go.
@@ -635,9 +653,12 @@ def _cross_references(cfg: Config) -> Iterator[tuple[tuple[str | int, ...], str]
         elif q.team in teams:
             served |= set(teams[q.team].languages)
     for lang in sorted(languages - served):
-        yield ("routing", "languages"), (
-            f"language {lang!r} can be routed nowhere: no queue's team serves it "
-            "(add it to a team, or give a queue without a team)"
+        yield (
+            ("routing", "languages"),
+            (
+                f"language {lang!r} can be routed nowhere: no queue's team serves it "
+                "(add it to a team, or give a queue without a team)"
+            ),
         )
 
     seen_rules: set[str] = set()
@@ -647,11 +668,11 @@ def _cross_references(cfg: Config) -> Iterator[tuple[tuple[str | int, ...], str]
         seen_rules.add(rule.name)
         for j, target in enumerate(rule.targets):
             field = "queue" if target.queue is not None else "queues"
-            for q in target.candidates:
-                if q not in queues:
+            for qname in target.candidates:
+                if qname not in queues:
                     yield (
                         ("rules", i, "targets", j, field),
-                        f"rule {rule.name!r} targets queue {q!r}, which is not defined "
+                        f"rule {rule.name!r} targets queue {qname!r}, which is not defined "
                         f"under queues: (defined: {', '.join(sorted(queues))})",
                     )
         for lang in rule.when.language or ():
@@ -662,21 +683,26 @@ def _cross_references(cfg: Config) -> Iterator[tuple[tuple[str | int, ...], str]
                     "routing.languages",
                 )
         if rule.when.time is not None and rule.when.time.calendar not in calendars:
-            yield ("rules", i, "when", "time", "calendar"), (
-                f"rule {rule.name!r} names calendar {rule.when.time.calendar!r}, which is "
-                "not defined under calendars:"
+            yield (
+                ("rules", i, "when", "time", "calendar"),
+                (
+                    f"rule {rule.name!r} names calendar {rule.when.time.calendar!r}, which is "
+                    "not defined under calendars:"
+                ),
             )
 
     for lang, tpl in cfg.acknowledgements.templates.items():
         if lang not in languages:
-            yield ("acknowledgements", "templates", lang), (
-                f"acknowledgement template for {lang!r}, which is not in routing.languages"
+            yield (
+                ("acknowledgements", "templates", lang),
+                (f"acknowledgement template for {lang!r}, which is not in routing.languages"),
             )
         for register in ("formal", "informal"):
             text = getattr(tpl, register)
             for problem in template_problems(text) if text is not None else ():
-                yield ("acknowledgements", "templates", lang, register), (
-                    f"acknowledgement template {lang}.{register}: {problem}"
+                yield (
+                    ("acknowledgements", "templates", lang, register),
+                    (f"acknowledgement template {lang}.{register}: {problem}"),
                 )
 
 

@@ -106,6 +106,7 @@ class OverflowWorker:
                     "the entry stays where it is",
                 )
                 continue
+            assert rule is not None
             target = choice.target
             priority = (
                 target.priority if target and target.priority else fields.get("priority", "normal")

@@ -178,7 +178,7 @@ class RoutingWorker:
         resp = await self.store.redis.xreadgroup(
             INGEST_GROUP,
             self.node,
-            streams,  # type: ignore[arg-type]
+            streams,
             count=count,
             block=None if replaying or block is None else max(1, int(block * 1000)),
         )

@@ -245,7 +245,7 @@ def first_response(routing: Routing, channel: str, priority: str) -> float:
     fr = routing.cfg.routing.first_response
     seconds = fr.channels.get(channel, fr.default)
     if priority in fr.priorities:
-        seconds = min(seconds, fr.priorities[priority])  # type: ignore[index]
+        seconds = min(seconds, fr.priorities[priority])
     return min(seconds, fr.max)
 
 

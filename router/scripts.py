@@ -10,6 +10,7 @@ ARGV so field order in streams and hashes is kept.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -378,7 +379,7 @@ class Scripts:
         )
 
 
-def pairs(fields: dict[str, object]) -> list[str]:
+def pairs(fields: Mapping[str, object]) -> list[str]:
     """``{"a": 1, "b": None}`` -> ``["a", "1"]``: string pairs for Lua, None dropped.
 
     Values must be strings (cjson turns numbers into Lua numbers, which

@@ -89,8 +89,19 @@ def test_parse_period(text: str, start: dt.time, end: dt.time, crosses: bool) ->
 
 @pytest.mark.parametrize(
     "text",
-    ["", "9-17", "09:00", "09:00-17:00-18:00", "24:00-06:00", "25:00-26:00", "09:60-10:00",
-     "09:00-24:30", "09:00-17:0", "nine-five", "09.00-17.00"],
+    [
+        "",
+        "9-17",
+        "09:00",
+        "09:00-17:00-18:00",
+        "24:00-06:00",
+        "25:00-26:00",
+        "09:60-10:00",
+        "09:00-24:30",
+        "09:00-17:0",
+        "nine-five",
+        "09.00-17.00",
+    ],
 )
 def test_parse_period_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="invalid period") as caught:
@@ -240,16 +251,31 @@ def test_periods_on() -> None:
         # Closed now: next_close is `at` itself.
         (OFFICE_NY, utc(2026, 1, 9, 22), utc(2026, 1, 12, 14), utc(2026, 1, 9, 22)),
         (OFFICE_NY, utc(2025, 12, 31, 23), utc(2026, 1, 2, 14), utc(2025, 12, 31, 23)),
-        (OFFICE_IN, dt.datetime(2026, 1, 26, 11, tzinfo=KOLKATA),
-         dt.datetime(2026, 1, 27, 9, 30, tzinfo=KOLKATA),
-         dt.datetime(2026, 1, 26, 11, tzinfo=KOLKATA)),
-        (SHIFTS_RIGA, dt.datetime(2026, 11, 18, 3, tzinfo=RIGA),
-         dt.datetime(2026, 11, 18, 3, tzinfo=RIGA), dt.datetime(2026, 11, 18, 6, tzinfo=RIGA)),
-        (SHIFTS_RIGA, dt.datetime(2026, 11, 18, 6, tzinfo=RIGA),
-         dt.datetime(2026, 11, 19, 9, tzinfo=RIGA), dt.datetime(2026, 11, 18, 6, tzinfo=RIGA)),
+        (
+            OFFICE_IN,
+            dt.datetime(2026, 1, 26, 11, tzinfo=KOLKATA),
+            dt.datetime(2026, 1, 27, 9, 30, tzinfo=KOLKATA),
+            dt.datetime(2026, 1, 26, 11, tzinfo=KOLKATA),
+        ),
+        (
+            SHIFTS_RIGA,
+            dt.datetime(2026, 11, 18, 3, tzinfo=RIGA),
+            dt.datetime(2026, 11, 18, 3, tzinfo=RIGA),
+            dt.datetime(2026, 11, 18, 6, tzinfo=RIGA),
+        ),
+        (
+            SHIFTS_RIGA,
+            dt.datetime(2026, 11, 18, 6, tzinfo=RIGA),
+            dt.datetime(2026, 11, 19, 9, tzinfo=RIGA),
+            dt.datetime(2026, 11, 18, 6, tzinfo=RIGA),
+        ),
         # Friday and Saturday night shifts touch nothing else: Saturday 06:00 to 22:00 is closed.
-        (NIGHT_NY, dt.datetime(2026, 1, 9, 23, tzinfo=NY),
-         dt.datetime(2026, 1, 9, 23, tzinfo=NY), dt.datetime(2026, 1, 10, 6, tzinfo=NY)),
+        (
+            NIGHT_NY,
+            dt.datetime(2026, 1, 9, 23, tzinfo=NY),
+            dt.datetime(2026, 1, 9, 23, tzinfo=NY),
+            dt.datetime(2026, 1, 10, 6, tzinfo=NY),
+        ),
         (CLOSED, utc(2026, 1, 5, 12), None, utc(2026, 1, 5, 12)),
         (ALWAYS, utc(2026, 1, 5, 12), utc(2026, 1, 5, 12), None),
     ],
@@ -268,8 +294,12 @@ def test_adjacent_and_overlapping_periods_merge() -> None:
     calendar = Calendar(
         "Europe/Riga",
         {
-            0: [parse_period("09:00-12:00"), parse_period("12:00-14:00"),
-                parse_period("13:00-15:00"), parse_period("20:00-00:00")],
+            0: [
+                parse_period("09:00-12:00"),
+                parse_period("12:00-14:00"),
+                parse_period("13:00-15:00"),
+                parse_period("20:00-00:00"),
+            ],
             1: [parse_period("00:00-02:00"), parse_period("01:00-03:00")],
         },
     )
@@ -298,9 +328,11 @@ def test_all_closed_calendar() -> None:
     assert us(CLOSED.add_business_time(start, dt.timedelta(0))) == us(start)
     assert CLOSED.business_time_between(start, start + 1000 * 24 * H) == dt.timedelta(0)
     # Periods exist but every one of them is cancelled: the search still ends.
-    cancelled = Calendar("UTC", weekly([0], "09:00-17:00"), closed_dates=[
-        dt.date(2026, 1, 5) + dt.timedelta(weeks=week) for week in range(60)
-    ])
+    cancelled = Calendar(
+        "UTC",
+        weekly([0], "09:00-17:00"),
+        closed_dates=[dt.date(2026, 1, 5) + dt.timedelta(weeks=week) for week in range(60)],
+    )
     assert cancelled.next_open(start) is None
     assert cancelled.add_business_time(start, H) is None
 
@@ -312,41 +344,93 @@ def test_all_closed_calendar() -> None:
     ("calendar", "start", "duration", "expected"),
     [
         # Friday 16:00 + 4 business hours = Monday 12:00.
-        (OFFICE_NY, dt.datetime(2026, 1, 9, 16, tzinfo=NY), 4 * H,
-         dt.datetime(2026, 1, 12, 12, tzinfo=NY)),
+        (
+            OFFICE_NY,
+            dt.datetime(2026, 1, 9, 16, tzinfo=NY),
+            4 * H,
+            dt.datetime(2026, 1, 12, 12, tzinfo=NY),
+        ),
         # The same across the DST weekends of New York and Riga.
-        (OFFICE_NY, dt.datetime(2026, 3, 6, 16, tzinfo=NY), 4 * H,
-         dt.datetime(2026, 3, 9, 12, tzinfo=NY)),
-        (OFFICE_NY, dt.datetime(2026, 10, 30, 16, tzinfo=NY), 4 * H,
-         dt.datetime(2026, 11, 2, 12, tzinfo=NY)),
-        (OFFICE_RIGA, dt.datetime(2026, 3, 27, 16, tzinfo=RIGA), 4 * H,
-         dt.datetime(2026, 3, 30, 12, tzinfo=RIGA)),
-        (OFFICE_RIGA, dt.datetime(2026, 10, 23, 16, tzinfo=RIGA), 4 * H,
-         dt.datetime(2026, 10, 26, 12, tzinfo=RIGA)),
+        (
+            OFFICE_NY,
+            dt.datetime(2026, 3, 6, 16, tzinfo=NY),
+            4 * H,
+            dt.datetime(2026, 3, 9, 12, tzinfo=NY),
+        ),
+        (
+            OFFICE_NY,
+            dt.datetime(2026, 10, 30, 16, tzinfo=NY),
+            4 * H,
+            dt.datetime(2026, 11, 2, 12, tzinfo=NY),
+        ),
+        (
+            OFFICE_RIGA,
+            dt.datetime(2026, 3, 27, 16, tzinfo=RIGA),
+            4 * H,
+            dt.datetime(2026, 3, 30, 12, tzinfo=RIGA),
+        ),
+        (
+            OFFICE_RIGA,
+            dt.datetime(2026, 10, 23, 16, tzinfo=RIGA),
+            4 * H,
+            dt.datetime(2026, 10, 26, 12, tzinfo=RIGA),
+        ),
         # Using up a period exactly ends at its close, not at the next opening.
-        (OFFICE_NY, dt.datetime(2026, 1, 9, 16, tzinfo=NY), H,
-         dt.datetime(2026, 1, 9, 17, tzinfo=NY)),
+        (
+            OFFICE_NY,
+            dt.datetime(2026, 1, 9, 16, tzinfo=NY),
+            H,
+            dt.datetime(2026, 1, 9, 17, tzinfo=NY),
+        ),
         # Starting while closed counts from the opening.
-        (OFFICE_NY, dt.datetime(2026, 1, 10, 3, tzinfo=NY), 30 * dt.timedelta(minutes=1),
-         dt.datetime(2026, 1, 12, 9, 30, tzinfo=NY)),
-        (OFFICE_NY, dt.datetime(2026, 1, 10, 3, tzinfo=NY), dt.timedelta(0),
-         dt.datetime(2026, 1, 10, 3, tzinfo=NY)),
+        (
+            OFFICE_NY,
+            dt.datetime(2026, 1, 10, 3, tzinfo=NY),
+            30 * dt.timedelta(minutes=1),
+            dt.datetime(2026, 1, 12, 9, 30, tzinfo=NY),
+        ),
+        (
+            OFFICE_NY,
+            dt.datetime(2026, 1, 10, 3, tzinfo=NY),
+            dt.timedelta(0),
+            dt.datetime(2026, 1, 10, 3, tzinfo=NY),
+        ),
         # Republic Day (Monday) is skipped: 1 h on Friday, 1 h on Tuesday.
-        (OFFICE_IN, dt.datetime(2026, 1, 23, 17, tzinfo=KOLKATA), 2 * H,
-         dt.datetime(2026, 1, 27, 10, 30, tzinfo=KOLKATA)),
+        (
+            OFFICE_IN,
+            dt.datetime(2026, 1, 23, 17, tzinfo=KOLKATA),
+            2 * H,
+            dt.datetime(2026, 1, 27, 10, 30, tzinfo=KOLKATA),
+        ),
         # Proclamation Day (Wednesday) is skipped.
-        (OFFICE_RIGA, dt.datetime(2026, 11, 17, 16, tzinfo=RIGA), 2 * H,
-         dt.datetime(2026, 11, 19, 10, tzinfo=RIGA)),
+        (
+            OFFICE_RIGA,
+            dt.datetime(2026, 11, 17, 16, tzinfo=RIGA),
+            2 * H,
+            dt.datetime(2026, 11, 19, 10, tzinfo=RIGA),
+        ),
         # Custom dates: Monday closed, Tuesday empty, Wednesday open again.
-        (CUSTOM_NY, dt.datetime(2026, 6, 12, 16, tzinfo=NY), 2 * H,
-         dt.datetime(2026, 6, 17, 10, tzinfo=NY)),
+        (
+            CUSTOM_NY,
+            dt.datetime(2026, 6, 12, 16, tzinfo=NY),
+            2 * H,
+            dt.datetime(2026, 6, 17, 10, tzinfo=NY),
+        ),
         # Thursday, then Juneteenth (Friday) closed, a Saturday opened by open_dates, Monday.
-        (CUSTOM_NY, dt.datetime(2026, 6, 18, 16, tzinfo=NY), 6 * H,
-         dt.datetime(2026, 6, 22, 10, tzinfo=NY)),
+        (
+            CUSTOM_NY,
+            dt.datetime(2026, 6, 18, 16, tzinfo=NY),
+            6 * H,
+            dt.datetime(2026, 6, 22, 10, tzinfo=NY),
+        ),
         (ALWAYS, utc(2026, 1, 5, 12), 1000 * H, utc(2026, 1, 5, 12) + 1000 * H),
         # A week of business time (40 h) is one calendar week later.
-        (OFFICE_NY, dt.datetime(2026, 1, 5, 9, tzinfo=NY), 40 * H,
-         dt.datetime(2026, 1, 9, 17, tzinfo=NY)),
+        (
+            OFFICE_NY,
+            dt.datetime(2026, 1, 5, 9, tzinfo=NY),
+            40 * H,
+            dt.datetime(2026, 1, 9, 17, tzinfo=NY),
+        ),
     ],
 )
 def test_add_business_time(
@@ -451,8 +535,12 @@ def test_zone_with_midnight_transitions() -> None:
 # -- properties ----------------------------------------------------------------------------------
 
 ZONE_NAMES = [
-    "UTC", "America/New_York", "Europe/Riga", "Asia/Kolkata",
-    "America/Santiago", "Australia/Lord_Howe",  # midnight transitions; a 30-minute DST shift
+    "UTC",
+    "America/New_York",
+    "Europe/Riga",
+    "Asia/Kolkata",
+    "America/Santiago",
+    "Australia/Lord_Howe",  # midnight transitions; a 30-minute DST shift
 ]
 
 
@@ -612,8 +700,7 @@ def _wall_clock_is_open(calendar: Calendar, at: dt.datetime) -> bool:
             return True
     yesterday = today - dt.timedelta(days=1)
     return any(
-        period.crosses_midnight and wall < period.end
-        for period in calendar.periods_on(yesterday)
+        period.crosses_midnight and wall < period.end for period in calendar.periods_on(yesterday)
     )
 
 

@@ -429,7 +429,10 @@ def test_explain_dry_run(config_path: Path) -> None:
     body = b'{"from": "+34 600 000 000", "text": "Hola", "hints": {"locale": "es-ES"}}'
     out = subprocess.run(
         [sys.executable, "-m", "router", "explain", "--config", str(config_path)],
-        input=body, capture_output=True, cwd=ROOT, env={**os.environ, "ROUTER_API_TOKEN": ""},
+        input=body,
+        capture_output=True,
+        cwd=ROOT,
+        env={**os.environ, "ROUTER_API_TOKEN": ""},
     )
     assert out.returncode == 0, out.stderr
     decision = json.loads(out.stdout)
@@ -437,6 +440,8 @@ def test_explain_dry_run(config_path: Path) -> None:
     assert decision["language"] == "es" and decision["language_source"] == "channel_hint"
     bad = subprocess.run(
         [sys.executable, "-m", "router", "explain", "--config", str(config_path)],
-        input=b'{"text": 1}', capture_output=True, cwd=ROOT,
+        input=b'{"text": 1}',
+        capture_output=True,
+        cwd=ROOT,
     )
     assert bad.returncode == 1 and b"bad message on stdin" in bad.stderr

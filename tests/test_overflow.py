@@ -67,8 +67,9 @@ async def where(store: Store, message_id: str) -> list[tuple[str, dict]]:
     out = []
     for q in ("first", "second", "third"):
         for key in store.keys.queue_bands(q):
-            out += [(key, f) for _, f in await store.redis.xrange(key)
-                    if f["message_id"] == message_id]
+            out += [
+                (key, f) for _, f in await store.redis.xrange(key) if f["message_id"] == message_id
+            ]
     return out
 
 
@@ -76,14 +77,18 @@ async def test_unclaimed_entry_walks_the_chain(chain: tuple[Store, Routing]) -> 
     store, routing = chain
     t0 = time.time()
     mid = await route_one(store, routing, "ana@example.com")
-    (key, fields), = await where(store, mid)
+    ((key, fields),) = await where(store, mid)
     assert key == store.keys.queue("first", 2) and fields["target"] == "0"
     mover = OverflowWorker(store, lambda: routing, Metrics())
     assert await mover.tick(t0 + 5) == 0  # not yet
     assert await mover.tick(t0 + 11) == 1
-    (key, fields), = await where(store, mid)
+    ((key, fields),) = await where(store, mid)
     assert key == store.keys.queue("second", 1)  # high priority band
-    assert (fields["target"], fields["overflowed_from"], fields["priority"]) == ("1", "first", "high")
+    assert (fields["target"], fields["overflowed_from"], fields["priority"]) == (
+        "1",
+        "first",
+        "high",
+    )
     assert fields["queued_at"] < fields["overflowed_at"]  # age still counts from arrival
     msg = await store.redis.hgetall(store.keys.message(mid))
     assert msg["queue"] == "second" and msg["queue_entry"].startswith(key)
@@ -91,7 +96,7 @@ async def test_unclaimed_entry_walks_the_chain(chain: tuple[Store, Routing]) -> 
     mover = OverflowWorker(store, lambda: routing, Metrics())
     assert await mover.tick(t0 + 25) == 0  # second waits 20s from its own arrival
     assert await mover.tick(t0 + 45) == 1
-    (key, fields), = await where(store, mid)
+    ((key, fields),) = await where(store, mid)
     assert key == store.keys.queue("third", 1) and fields["target"] == "2"
     assert await store.redis.zcard(store.keys.overflow) == 0  # end of the chain
 
@@ -109,7 +114,7 @@ async def test_claimed_and_finished_entries_stay(chain: tuple[Store, Routing]) -
     await client.ack("first", finished.entry_id, "alice")
     mover = OverflowWorker(store, lambda: routing, Metrics())
     assert await mover.tick(t0 + 11) == 2
-    (key, _), = await where(store, claimed)
+    ((key, _),) = await where(store, claimed)
     assert key == store.keys.queue("first", 2)  # alice has it: it stays
     assert await where(store, done) == []
     assert await store.redis.zcard(store.keys.overflow) == 0
@@ -127,13 +132,15 @@ async def test_moved_entry_can_be_claimed_in_its_new_queue(chain: tuple[Store, R
     assert entry.message["text"] == "help"
 
 
-async def test_overflow_follows_the_current_config(chain: tuple[Store, Routing], chain_cfg: Config) -> None:
+async def test_overflow_follows_the_current_config(
+    chain: tuple[Store, Routing], chain_cfg: Config
+) -> None:
     """A reload that drops the rule stops the chain and leaves the entry where it is."""
     store, routing = chain
     t0 = time.time()
     mid = await route_one(store, routing, "ed@example.com")
     reloaded = Routing.build(chain_cfg.model_copy(update={"rules": []}))
     assert await OverflowWorker(store, lambda: reloaded, Metrics()).tick(t0 + 11) == 1
-    (key, _), = await where(store, mid)
+    ((key, _),) = await where(store, mid)
     assert key == store.keys.queue("first", 2)
     assert await store.redis.zcard(store.keys.overflow) == 0

@@ -19,8 +19,12 @@ async def test_password_from_a_secret(tmp_path: Path, monkeypatch: pytest.Monkey
     try:
         monkeypatch.setenv("ROUTER_API_TOKEN", "t")
         monkeypatch.setenv("REDIS_PW", "s3cret pass")
-        path = write_config(tmp_path / "router.yaml", server.url, free_port(),
-                            **{"redis.password": {"env": "REDIS_PW"}})
+        path = write_config(
+            tmp_path / "router.yaml",
+            server.url,
+            free_port(),
+            **{"redis.password": {"env": "REDIS_PW"}},
+        )
         store = Store.open(load_config(path))
         assert await store.check_server() >= "6.2"
         await store.close()
