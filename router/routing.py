@@ -145,9 +145,21 @@ def _serves(routing: Routing, queue: str, language: str, channel: str) -> bool:
 
 
 def pick_queue(
-    routing: Routing, candidates: list[str], language: str, channel: str, at: datetime
+    routing: Routing,
+    candidates: list[str],
+    language: str,
+    channel: str,
+    at: datetime,
+    follow_the_sun: bool = True,
 ) -> tuple[str, str, list[str]]:
-    """Follow-the-sun among ``candidates``: (queue, queue answering, notes)."""
+    """Among ``candidates``: (queue, queue whose team answers, notes).
+
+    Follow-the-sun (a ``queues:`` target, or no rule): one serving the
+    language and open now, else the after-hours queue or the one opening
+    soonest, even when only one queue serves the language. A single
+    ``queue:`` target is the admin's explicit choice, open or not (use
+    ``skip_if: {closed: true}`` to pass it by).
+    """
     notes: list[str] = []
     serving = [q for q in candidates if _serves(routing, q, language, channel)]
     if not serving:
@@ -156,7 +168,7 @@ def pick_queue(
             "using the rule's queues as given"
         )
         serving = candidates
-    if len(serving) == 1:
+    if not follow_the_sun:
         return serving[0], serving[0], notes
     for q in serving:
         if routing.is_open(q, at):
@@ -190,12 +202,15 @@ def choose_target(
     notes: list[str] = []
     for i in range(start, len(targets)):
         target = targets[i]
-        queue, answered_by, why = pick_queue(routing, target.candidates, language, channel, at)
+        queue, answered_by, why = pick_queue(
+            routing, target.candidates, language, channel, at, target.queues is not None
+        )
         notes += why
         skip = target.skip_if
         if skip is not None:
-            if skip.closed and not routing.is_open(queue, at):
-                notes.append(f"skipped target {i + 1} ({queue}): closed now")
+            # closed: its team is closed, also when it waits in the after-hours queue
+            if skip.closed and (answered_by != queue or not routing.is_open(queue, at)):
+                notes.append(f"skipped target {i + 1} ({answered_by}): closed now")
                 continue
             depth = depths.get(queue, 0)
             if skip.depth_over is not None and depth > skip.depth_over:
@@ -255,10 +270,41 @@ def _local(at: datetime, cal: Calendar | None) -> str:
     return at.astimezone(zone).isoformat(timespec="minutes")
 
 
+def _default_candidates(routing: Routing, language: str, channel: str) -> list[str]:
+    """Queues for messages no rule matched: teams serving the language (not rules-only)."""
+    return [
+        q
+        for q, settings in routing.cfg.queues.items()
+        if settings.team is not None
+        and not settings.rules_only
+        and _serves(routing, q, language, channel)
+    ]
+
+
+def _ack_template(cfg: Config, language: str, locale: str | None) -> tuple[str, str]:
+    """(template, its language): the customer's language, else the default
+    language, else English; the config's template before the built-in one."""
+    ack = cfg.acknowledgements
+    for lang in (language, cfg.routing.default_language, "en"):
+        register = register_for(locale, lang, ack.informal_locales)
+        tpl = ack.templates.get(lang)
+        if tpl is not None:
+            return (getattr(tpl, register) or tpl.formal), lang
+        if lang in DEFAULT_TEMPLATES:
+            return DEFAULT_TEMPLATES[lang][register], lang
+    raise AssertionError("DEFAULT_TEMPLATES has English")
+
+
 def _is_automatic(message: InboundMessage) -> bool:
-    """Auto-replies, bounces and list mail never get an acknowledgement."""
+    """Auto-replies, bounces and list mail never get an acknowledgement.
+
+    Adapters set ``meta``: ``auto_submitted`` (the Auto-Submitted header, or
+    the channel's equivalent), ``bulk="true"`` (Precedence bulk/junk/list,
+    List-Id), ``bounce="true"`` (null return path, mailer-daemon).
+    """
     meta = message.meta
-    return meta.get("auto_submitted", "no") not in ("", "no") or meta.get("bulk") == "true"
+    auto = meta.get("auto_submitted", "no").strip().lower()
+    return auto not in ("", "no") or meta.get("bulk") == "true" or meta.get("bounce") == "true"
 
 
 def decide(
@@ -330,21 +376,18 @@ def decide(
         targets = rule.targets
         reasons.append(f"rule {rule.name!r} matched")
     else:
-        serving = [
-            q
-            for q, settings in cfg.queues.items()
-            if settings.team is not None
-            and not settings.rules_only
-            and _serves(routing, q, language, message.channel)
-        ] or [rcfg.default_queue]
+        serving = _default_candidates(routing, language, message.channel) or [rcfg.default_queue]
         targets = [Target(queues=serving)]
         reasons.append(f"no rule matched; queues serving {language}: {', '.join(serving)}")
 
     # 4. target (skip conditions, follow-the-sun)
     choice = choose_target(routing, targets, 0, language, message.channel, at, depths or {})
     if choice is None:
+        # the default queue; the team that answers is the best one for the language
+        serving = _default_candidates(routing, language, message.channel) or [rcfg.default_queue]
+        _, answering_queue, _ = pick_queue(routing, serving, language, message.channel, at)
         reasons.append(f"every target was skipped; default queue {rcfg.default_queue}")
-        choice = Choice(rcfg.default_queue, len(targets) - 1, None, [], rcfg.default_queue)
+        choice = Choice(rcfg.default_queue, len(targets) - 1, None, [], answering_queue)
     reasons += choice.notes
     queue = choice.queue
     # Whose hours count: the queue's team, or, for the after-hours queue, the
@@ -352,7 +395,7 @@ def decide(
     answering = choice.answered_by or queue
     team = routing.team_of(answering)
     priority = choice.target.priority if choice.target and choice.target.priority else "normal"
-    is_open = answering == queue and routing.is_open(queue, at)
+    is_open = routing.is_open(answering, at)
     next_open = at if is_open else routing.next_open(answering, at)
     if is_open:
         reasons.append(f"queue {queue} (team {team or '-'}) is open now")
@@ -401,16 +444,13 @@ def decide(
         if _is_automatic(message):
             reasons.append("no acknowledgement: the message is automatic (auto-reply or bulk)")
         else:
-            register = register_for(message.hints.locale, language, ack.informal_locales)
-            tpl = ack.templates.get(language)
-            text = (
-                (getattr(tpl, register) or tpl.formal)
-                if tpl
-                else (DEFAULT_TEMPLATES.get(language) or DEFAULT_TEMPLATES["en"])[register]
-            )
-            ack_text = render(
-                text, eta=eta_local, name=message.display_name, team=team, reference=None
-            )
+            text, tpl_language = _ack_template(cfg, language, message.hints.locale)
+            if tpl_language != language:  # no template in their language: keep it one language
+                reasons.append(f"no acknowledgement template for {language}; using {tpl_language}")
+                eta = _eta_text(math.ceil(due.timestamp() / 60), timezone, tpl_language, None)
+            else:
+                eta = eta_local
+            ack_text = render(text, eta=eta, name=message.display_name, team=team, reference=None)
 
     overflow_at = None
     if choice.target is not None and choice.target.wait and choice.index + 1 < len(targets):
