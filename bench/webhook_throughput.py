@@ -169,16 +169,30 @@ def bench_floor(redis: RedisServer, messages: int, concurrency: int, procs: int)
     return {"rate": messages / elapsed, "lat": lat, "errors": errors, "routed_rate": None}
 
 
-def bench_router(redis: RedisServer, messages: int, concurrency: int, procs: int) -> dict:
+def bench_router(
+    redis: RedisServer, messages: int, concurrency: int, procs: int, route: bool = True
+) -> dict:
+    """The daemon; with ``route=False`` its routing is held off (another "daemon"
+    holds every partition lease), which measures intake alone."""
     tmp = Path(tempfile.mkdtemp(prefix="router-bench-"))
     port = free_port()
+    prefix = "router:" if route else "intake:"
     config = write_config(
         tmp / "router.yaml",
         redis.url,
         port,
         # info: the one log line per routed message is part of the cost
-        **{"logging.level": "info", "ingest.partitions": 16, "workers.block": "50ms"},
+        **{
+            "logging.level": "info",
+            "ingest.partitions": 16,
+            "workers.block": "50ms",
+            "redis.prefix": prefix,
+        },
     )
+    r = redis.client()
+    if not route:
+        for p in range(16):
+            r.set(f"{prefix}lease:ingest:{{{p}}}", "someone-else", px=600_000)
     env = {**os.environ, "ROUTER_API_TOKEN": TOKEN}
     proc = subprocess.Popen(
         [sys.executable, "-m", "router", "serve", "--config", str(config)],
@@ -187,13 +201,14 @@ def bench_router(redis: RedisServer, messages: int, concurrency: int, procs: int
         stderr=subprocess.DEVNULL,
         preexec_fn=lambda: _pin(SERVER_CPUS),
     )
-    r = redis.client()
     try:
         wait_http(port, proc)
         t0 = time.perf_counter()
         elapsed, lat, errors = run_load(
             f"http://127.0.0.1:{port}/v1/messages", messages, concurrency, procs
         )
+        if not route:
+            return {"rate": messages / elapsed, "lat": lat, "errors": errors}
         # until the last message is in an agent queue
         while sum(r.xlen(f"router:q:{{general}}:p{b}") for b in range(4)) < messages - errors:
             time.sleep(0.01)
@@ -228,6 +243,7 @@ def main() -> None:
         os.sched_setaffinity(redis.proc.pid, OTHER_CPUS)
     try:
         floor = bench_floor(redis, args.messages, args.concurrency, args.load_procs)
+        intake = bench_router(redis, args.messages, args.concurrency, args.load_procs, False)
         router = bench_router(redis, args.messages, args.concurrency, args.load_procs)
     finally:
         redis.kill()
@@ -244,6 +260,11 @@ def main() -> None:
         f"{floor['errors']:7d}"
     )
     print(
+        f"{'router, intake only (202)':34} {intake['rate']:8.0f} "
+        f"{percentile(intake['lat'], 50) * ms:8.2f} {percentile(intake['lat'], 99) * ms:8.2f} "
+        f"{intake['errors']:7d}"
+    )
+    print(
         f"{'router: webhook answered (202)':34} {router['rate']:8.0f} "
         f"{percentile(router['lat'], 50) * ms:8.2f} {percentile(router['lat'], 99) * ms:8.2f} "
         f"{router['errors']:7d}"
@@ -255,7 +276,8 @@ def main() -> None:
     )
     print(
         f"\nratio routed/floor: {router['routed_rate'] / floor['rate']:.2f}   "
-        f"answered/floor: {router['rate'] / floor['rate']:.2f}"
+        f"answered/floor: {router['rate'] / floor['rate']:.2f}   "
+        f"intake only/floor: {intake['rate'] / floor['rate']:.2f}"
     )
     print(f"(mean e2e {statistics.mean(router['e2e']) * ms:.1f} ms)")
 
