@@ -459,6 +459,17 @@ class FirstResponseSettings(Strict):
     max: Duration = 24 * 3600.0
 
 
+class RepeatContactSettings(Strict):
+    """A customer who writes again (any channel) before anyone answered.
+
+    From the ``after``-th message without an answer in an open conversation,
+    its queue entry is raised to at least ``priority``.
+    """
+
+    after: int = Field(default=2, ge=2)
+    priority: Priority = "high"
+
+
 class AckTemplate(Strict):
     formal: str
     informal: str | None = None
@@ -496,6 +507,10 @@ class RoutingSettings(Strict):
     conversation_window: Duration = 7 * 86400.0
     message_retention: Duration = 90 * 86400.0
     first_response: FirstResponseSettings = FirstResponseSettings()
+    # A follow-up goes to the agent who owns the conversation while they are
+    # online; if they have not claimed it within this time it goes to the queue.
+    sticky_wait: Duration = 300.0
+    repeat_contact: RepeatContactSettings = RepeatContactSettings()
 
 
 class Config(Strict):

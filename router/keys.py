@@ -75,6 +75,33 @@ class Keys:
         """Set: the identity strings (``email:ana@example.com``) of a customer."""
         return f"{self.prefix}customer:{{{customer_id}}}:identities"
 
+    def customer_channels(self, customer_id: str) -> str:
+        """Set: the channels a customer has used."""
+        return f"{self.prefix}customer:{{{customer_id}}}:channels"
+
+    def customer_conversations(self, customer_id: str) -> str:
+        """Sorted set: a customer's conversations (score = created at)."""
+        return f"{self.prefix}customer:{{{customer_id}}}:conversations"
+
+    @property
+    def merges(self) -> str:
+        """Stream: profile merges (``from``, ``into``, ``at``, ``by``)."""
+        return f"{self.prefix}merges"
+
+    def thread(self, channel: str, ref: str) -> str:
+        """String: the conversation a channel reference belongs to (an e-mail
+        Message-ID, an X conversation id, a chat session...); expires."""
+        return f"{self.prefix}thread:{channel}:{ref}"
+
+    def conversation_refs(self, conversation_id: str) -> str:
+        """Set: the thread keys pointing at a conversation (to erase them)."""
+        return f"{self.prefix}conv:{{{conversation_id}}}:refs"
+
+    def presence(self, agent: str) -> str:
+        """String with a TTL: the agent is online while it exists (the agent
+        tool refreshes it, e.g. ``SET {p}presence:alice 1 EX 60``)."""
+        return f"{self.prefix}presence:{agent}"
+
     def conversation(self, conversation_id: str) -> str:
         """Hash: one conversation's state."""
         return f"{self.prefix}conv:{{{conversation_id}}}"
@@ -87,6 +114,11 @@ class Keys:
     def queue(self, name: str, band: int) -> str:
         """Stream of one priority band of an agent queue, consumer group ``agents``."""
         return f"{self.prefix}q:{{{name}}}:p{band}"
+
+    @staticmethod
+    def personal_queue(agent: str) -> str:
+        """The queue name of an agent's own follow-ups (sticky routing)."""
+        return f"~{agent}"
 
     def queue_bands(self, name: str) -> list[str]:
         return [self.queue(name, b) for b in BANDS]

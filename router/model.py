@@ -53,8 +53,12 @@ class InboundMessage:
 
     ``source_id`` is the channel's own id (IMAP UID key, MessageSid, tweet id,
     client message id); with ``channel`` it is the deduplication key.
-    ``thread_ref`` is a channel reference that ties it to an earlier message
-    (email In-Reply-To, X conversation id, chat session).
+    ``references`` are the channel's ids of what this message answers (an
+    e-mail's In-Reply-To and References, an X conversation id, a chat
+    session); they thread it into an earlier conversation.
+    ``identities`` are further *verified* identities of the sender that the
+    channel knows (the e-mail address a chat visitor typed): they tie
+    profiles together.
     """
 
     channel: str
@@ -63,7 +67,8 @@ class InboundMessage:
     source_id: str | None = None
     subject: str | None = None
     display_name: str | None = None
-    thread_ref: str | None = None
+    references: list[str] = field(default_factory=list)
+    identities: list[Identity] = field(default_factory=list)
     received_at: float = field(default_factory=time.time)
     hints: Hints = field(default_factory=Hints)
     attachments: list[dict[str, Any]] = field(default_factory=list)
@@ -79,6 +84,7 @@ class InboundMessage:
         data = orjson.loads(raw)
         data["sender"] = Identity(**data["sender"])
         data["hints"] = Hints(**data.get("hints") or {})
+        data["identities"] = [Identity(**i) for i in data.get("identities") or ()]
         return cls(**data)
 
 
@@ -107,6 +113,7 @@ class Decision:
     eta_local: str | None = None
     ack_text: str | None = None
     agent: str | None = None  # sticky: the owner who gets this follow-up
+    repeat: int = 0  # messages in this conversation since the last answer (this one included)
     overflow_at: float | None = None  # moves to the next target if unclaimed by then
 
     def to_dict(self) -> dict[str, Any]:

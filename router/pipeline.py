@@ -32,7 +32,7 @@ from redis.exceptions import RedisError
 
 from router.config import PRIORITIES, Config
 from router.deadletters import dead_letter_fields
-from router.keys import INGEST_GROUP
+from router.keys import INGEST_GROUP, Keys
 from router.metrics import Metrics
 from router.model import Decision, InboundMessage, OutboundMessage, new_id
 from router.profiles.context import Context, identify_many, thread
@@ -223,10 +223,7 @@ class RoutingWorker:
         # 3. identify (one script call for the batch)
         if live:
             contexts = await identify_many(
-                keys,
-                store.scripts,
-                [e.message.sender for e in live if e.message],
-                now,
+                keys, store.scripts, [e.message for e in live if e.message], now
             )
             for e, ctx in zip(live, contexts, strict=True):
                 e.context = ctx
@@ -239,7 +236,18 @@ class RoutingWorker:
         for e in live:
             assert e.message is not None and e.context is not None
             msg = e.message
-            ctx = seen.setdefault(e.context.customer_id, e.context)
+            state = seen.setdefault(e.context.customer_id, e.context)
+            referenced = e.context.referenced
+            if referenced.get("id") and referenced.get("id") == state.conversation.get("id"):
+                referenced = state.conversation  # updated by an earlier message of the batch
+            ctx = Context(
+                customer_id=state.customer_id,
+                created=e.context.created,
+                customer=state.customer,
+                conversation=state.conversation,
+                referenced=referenced,
+                owner_online=e.context.owner_online,
+            )
             try:
                 conversation_id, new_conversation = thread(
                     ctx, msg, cfg.routing.conversation_window, now
@@ -254,13 +262,20 @@ class RoutingWorker:
             )
             committed.append((e, decision, conversation_id))
             # what the next message of this customer in the batch must see
-            ctx.customer["open_conversation"] = conversation_id
-            ctx.conversation = {
-                **(ctx.conversation if not new_conversation else {}),
+            joined = (
+                {}
+                if new_conversation
+                else (referenced if referenced.get("id") == conversation_id else state.conversation)
+            )
+            state.customer["open_conversation"] = conversation_id
+            state.conversation = {
+                **joined,
                 "id": conversation_id,
+                "customer_id": state.customer_id,
                 "status": "open",
                 "last_activity": f"{now:.3f}",
                 "language": decision.language,
+                "inbound_since_reply": str(int(joined.get("inbound_since_reply", 0) or 0) + 1),
             }
 
         # 6. commit (one script call for the batch)
@@ -272,6 +287,9 @@ class RoutingWorker:
                     keys.overflow,
                     keys.outbox,
                     orjson.dumps(calls),
+                    f"{now:.3f}",
+                    cfg.routing.conversation_window,
+                    keys.prefix,
                 ]
             )
             for (e, decision, conversation_id), r in zip(committed, results, strict=True):
@@ -280,6 +298,10 @@ class RoutingWorker:
                     failures.append(Failure(e, "commit", f"Redis refused the commit: {r[1]}"))
                     continue
                 fresh = r[0] == 1
+                if r[2] and r[2] != conversation_id:
+                    # another worker opened this customer's conversation first
+                    seen.pop(e.context.customer_id if e.context else "", None)
+                    conversation_id = r[2]
                 latency = max(0.0, time.time() - e.message.received_at)
                 if fresh:
                     self.metrics.child(self.metrics.routed, decision.queue).inc()
@@ -315,6 +337,12 @@ class RoutingWorker:
         assert msg is not None
         band = PRIORITIES[decision.priority]
         now_s = f"{now:.3f}"
+        # Sticky: a follow-up goes to its owner's own queue; unclaimed after
+        # routing.sticky_wait it falls back to the queue routing chose.
+        personal = Keys.personal_queue(decision.agent) if decision.agent else None
+        overflow_at = decision.overflow_at
+        if personal is not None:
+            overflow_at = now + cfg.routing.sticky_wait
         queue_entry = {
             "message_id": msg.id,
             "conversation_id": conversation_id,
@@ -328,6 +356,8 @@ class RoutingWorker:
             "rule": decision.rule,
             "target": decision.target_index,
             "agent": decision.agent,
+            "fallback_queue": decision.queue if personal else None,
+            "repeat": decision.repeat if decision.repeat > 1 else None,
         }
         message = {
             "id": msg.id,
@@ -337,7 +367,7 @@ class RoutingWorker:
             "display_name": msg.display_name,
             "subject": msg.subject,
             "text": msg.text,
-            "thread_ref": msg.thread_ref,
+            "references": " ".join(msg.references) if msg.references else None,
             "received_at": f"{msg.received_at:.3f}",
             "routed_at": now_s,
             "customer_id": ctx.customer_id,
@@ -350,11 +380,17 @@ class RoutingWorker:
             "attachments": orjson.dumps(msg.attachments).decode() if msg.attachments else None,
             "meta": orjson.dumps(msg.meta).decode() if msg.meta else None,
         }
+        # what routing learned about the customer (a profile zone an admin set wins)
+        learned_zone = decision.timezone_source in ("browser", "phone", "email_date")
         customer = {
             "last_seen": now_s,
             "last_channel": msg.channel,
             "display_name": msg.display_name,
             "open_conversation": conversation_id,
+            "language": decision.language,
+            "timezone": decision.timezone if learned_zone else None,
+            "timezone_source": decision.timezone_source if learned_zone else None,
+            "country": decision.country,
         }
         conversation = {
             "id": conversation_id,
@@ -365,7 +401,7 @@ class RoutingWorker:
             "channel": msg.channel,
             "reply_to": msg.sender.value,
             "last_message_id": msg.id,
-            "last_thread_ref": msg.thread_ref or msg.source_id,
+            "last_thread_ref": msg.source_id or (msg.references[-1] if msg.references else None),
             "last_activity": now_s,
             "language": decision.language,
             "queue": decision.queue,
@@ -376,11 +412,13 @@ class RoutingWorker:
             "channel": msg.channel,
             "at": now_s,
         }
+        # channel references that will thread later messages into this conversation
+        refs = [msg.source_id, *msg.references] if msg.source_id else list(msg.references)
         return [  # the item layout of scripts.COMMIT_ROUTE
             keys.message(msg.id),
             e.stream,
             e.entry_id,
-            keys.queue(decision.queue, band),
+            keys.queue(personal or decision.queue, band),
             keys.customer(ctx.customer_id),
             keys.conversation(conversation_id),
             keys.timeline(conversation_id),
@@ -390,8 +428,12 @@ class RoutingWorker:
             pairs(customer),
             pairs(conversation),
             pairs(timeline),
-            str(int(decision.overflow_at * 1000)) if decision.overflow_at else "",
+            str(int(overflow_at * 1000)) if overflow_at else "",
             self._acknowledgement(msg, decision, conversation_id) if decision.ack_text else "",
+            [keys.thread(msg.channel, r) for r in dict.fromkeys(refs)],
+            conversation_id,
+            msg.channel,
+            "1" if personal else "0",
         ]
 
     @staticmethod
@@ -404,7 +446,7 @@ class RoutingWorker:
             channel=msg.channel,
             to=msg.sender.value,
             subject=f"Re: {msg.subject}" if msg.subject else None,
-            in_reply_to=msg.thread_ref or msg.source_id,
+            in_reply_to=msg.source_id,
             kind="ack",
         )
         return ack.to_json().decode()

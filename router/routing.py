@@ -32,10 +32,10 @@ from functools import lru_cache
 
 from router.acks import DEFAULT_TEMPLATES, format_eta, register_for, render
 from router.calendars import Calendar
-from router.config import Config, Rule, Target
+from router.config import PRIORITIES, Config, Rule, Target
 from router.language import Detection, LanguageDetector, choose_language
 from router.model import Decision, InboundMessage
-from router.profiles.context import Context, joins_open_conversation
+from router.profiles.context import Context, conversation_joined
 from router.timezones import choose_timezone, zone_from_phone
 
 
@@ -318,8 +318,10 @@ def decide(
     cfg = routing.cfg
     rcfg = cfg.routing
     at = datetime.fromtimestamp(now, UTC)
-    customer, conversation = profile.customer, profile.conversation
-    ongoing = joins_open_conversation(profile, rcfg.conversation_window, now)
+    customer = profile.customer
+    joined = conversation_joined(profile, rcfg.conversation_window, now)
+    ongoing = joined is not None
+    conversation = joined or {}
     reasons: list[str] = []
 
     # 1. language
@@ -395,6 +397,16 @@ def decide(
     answering = choice.answered_by or queue
     team = routing.team_of(answering)
     priority = choice.target.priority if choice.target and choice.target.priority else "normal"
+    repeat = int(conversation.get("inbound_since_reply", 0) or 0) + 1 if ongoing else 1
+    rc = rcfg.repeat_contact
+    if repeat >= rc.after and PRIORITIES[rc.priority] < PRIORITIES[priority]:
+        reasons.append(
+            f"repeat contact: message {repeat} without an answer; "
+            f"priority {priority} raised to {rc.priority}"
+        )
+        priority = rc.priority
+    elif repeat >= rc.after:
+        reasons.append(f"repeat contact: message {repeat} without an answer")
     is_open = routing.is_open(answering, at)
     next_open = at if is_open else routing.next_open(answering, at)
     if is_open:
@@ -479,4 +491,5 @@ def decide(
         ack_text=ack_text,
         agent=agent,
         overflow_at=overflow_at,
+        repeat=repeat,
     )

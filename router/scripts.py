@@ -16,6 +16,63 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+# Shared by IDENTIFY and MERGE: find a profile (following merges) and merge one
+# profile into another, keeping everything: identities, channels,
+# conversations (re-pointed), counts added, fields the survivor lacks.
+MERGE_FUNCTIONS = """
+local NOW, P = ARGV[1], ARGV[2]
+local function ckey(id) return P .. 'customer:{' .. id .. '}' end
+local function live(id)
+  for _ = 1, 10 do
+    local into = redis.call('HGET', ckey(id), 'merged_into')
+    if not into then return id end
+    id = into
+  end
+  return id
+end
+local ADDED = {message_count = 1, conversation_count = 1, repeat_contacts = 1}
+local function merge(from, into, by)
+  local fk, ik = ckey(from), ckey(into)
+  for _, ident in ipairs(redis.call('SMEMBERS', fk .. ':identities')) do
+    redis.call('SET', P .. 'identity:' .. ident, into)
+    redis.call('SADD', ik .. ':identities', ident)
+  end
+  for _, ch in ipairs(redis.call('SMEMBERS', fk .. ':channels')) do
+    redis.call('SADD', ik .. ':channels', ch)
+  end
+  local convs = redis.call('ZRANGE', fk .. ':conversations', 0, -1, 'WITHSCORES')
+  for i = 1, #convs, 2 do
+    redis.call('ZADD', ik .. ':conversations', convs[i + 1], convs[i])
+    redis.call('HSET', P .. 'conv:{' .. convs[i] .. '}', 'customer_id', into)
+  end
+  local f = redis.call('HGETALL', fk)
+  for i = 1, #f, 2 do
+    local k, v = f[i], f[i + 1]
+    if ADDED[k] then
+      redis.call('HINCRBY', ik, k, v)
+    elseif k == 'created_at' or k == 'first_seen' then
+      local cur = redis.call('HGET', ik, k)
+      if not cur or tonumber(v) < tonumber(cur) then redis.call('HSET', ik, k, v) end
+    elseif k == 'last_seen' then
+      local cur = redis.call('HGET', ik, k)
+      if not cur or tonumber(v) > tonumber(cur) then redis.call('HSET', ik, k, v) end
+    elseif k == 'open_conversation' then
+      local cur = redis.call('HGET', ik, k)
+      local function act(c)
+        return tonumber(redis.call('HGET', P .. 'conv:{' .. c .. '}', 'last_activity') or 0)
+      end
+      if not cur or act(v) > act(cur) then redis.call('HSET', ik, k, v) end
+    elseif k ~= 'id' and k ~= 'merged_into' and redis.call('HEXISTS', ik, k) == 0 then
+      redis.call('HSET', ik, k, v)
+    end
+  end
+  redis.call('DEL', fk, fk .. ':identities', fk .. ':channels', fk .. ':conversations')
+  redis.call('HSET', fk, 'merged_into', into, 'merged_at', NOW)
+  redis.call('XADD', P .. 'merges', '*', 'from', from, 'into', into, 'at', NOW, 'by', by)
+end
+"""
+
+
 # The three hot-path scripts take a whole batch as ONE JSON argument: the
 # per-command and per-argument cost of the client (packing, pipelining) was
 # the daemon's bottleneck, and one call per batch removes it. Each item is
@@ -47,90 +104,206 @@ end
 return out
 """
 
-# Find or create the customer owning each identity, and read their profile
-# and open conversation in the same step.
+# Find the customer behind each message by any of its identities (creating
+# one on first contact, merging two when the message ties them together),
+# and read the profile, their latest conversation and the conversation the
+# message refers to, all in one atomic step.
 # ARGV[1]: now (s); ARGV[2]: key prefix;
-# ARGV[3]: JSON [[identity key, new customer id, identity string]...]
-# -> per item {customer id, created 0/1, customer fields..., '|', conversation fields...}
-IDENTIFY = """
-local now, prefix = ARGV[1], ARGV[2]
+# ARGV[3]: JSON [[[identity "kind:value"...], new customer id, [thread keys...]]...]
+# -> per item {customer id, created 0/1, profiles merged, owner online 0/1,
+#              customer fields..., '|', latest conversation fields..., '|',
+#              referenced conversation fields...}
+IDENTIFY = (
+    MERGE_FUNCTIONS
+    + """
 local out = {}
 for _, it in ipairs(cjson.decode(ARGV[3])) do
-  local id = redis.call('GET', it[1])
-  local created = 0
-  if not id then
-    id = it[2]
-    created = 1
-    redis.call('SET', it[1], id)
-    redis.call('HSET', prefix .. 'customer:{' .. id .. '}', 'id', id, 'created_at', now)
-    redis.call('SADD', prefix .. 'customer:{' .. id .. '}:identities', it[3])
-  end
-  local row = {id, created}
-  local ckey = prefix .. 'customer:{' .. id .. '}'
-  for _, x in ipairs(redis.call('HGETALL', ckey)) do table.insert(row, x) end
-  table.insert(row, '|')
-  local conv = redis.call('HGET', ckey, 'open_conversation')
-  if conv then
-    for _, x in ipairs(redis.call('HGETALL', prefix .. 'conv:{' .. conv .. '}')) do
-      table.insert(row, x)
+  local found, seen, mapped = {}, {}, {}
+  for _, ident in ipairs(it[1]) do
+    local c = redis.call('GET', P .. 'identity:' .. ident)
+    if c then
+      c = live(c)
+      mapped[ident] = c
+      if not seen[c] then seen[c] = true; table.insert(found, c) end
     end
   end
+  local id, created, merged = nil, 0, 0
+  if #found == 0 then
+    id, created = it[2], 1
+    redis.call('HSET', ckey(id), 'id', id, 'created_at', NOW, 'first_seen', NOW)
+  else
+    id = found[1]  -- the oldest profile survives a merge
+    for i = 2, #found do
+      if tonumber(redis.call('HGET', ckey(found[i]), 'created_at') or NOW) <
+         tonumber(redis.call('HGET', ckey(id), 'created_at') or NOW) then id = found[i] end
+    end
+    for _, c in ipairs(found) do
+      if c ~= id then merge(c, id, 'message'); merged = merged + 1 end
+    end
+  end
+  for _, ident in ipairs(it[1]) do
+    if mapped[ident] ~= id or merged > 0 then
+      redis.call('SET', P .. 'identity:' .. ident, id)
+      redis.call('SADD', ckey(id) .. ':identities', ident)
+    end
+  end
+  local ck = ckey(id)
+  local customer = redis.call('HGETALL', ck)
+  local latest, online = {}, 0
+  local conv = redis.call('HGET', ck, 'open_conversation')
+  if conv then latest = redis.call('HGETALL', P .. 'conv:{' .. conv .. '}') end
+  local referenced = {}
+  for _, tk in ipairs(it[3]) do
+    local rc = redis.call('GET', tk)
+    if rc then
+      referenced = redis.call('HGETALL', P .. 'conv:{' .. rc .. '}')
+      if #referenced > 0 then break end
+    end
+  end
+  for _, c in ipairs({referenced, latest}) do
+    for i = 1, #c, 2 do
+      if c[i] == 'owner' and redis.call('EXISTS', P .. 'presence:' .. c[i + 1]) == 1 then
+        online = 1
+      end
+    end
+    if #c > 0 then break end
+  end
+  local row = {id, created, merged, online}
+  for _, x in ipairs(customer) do table.insert(row, x) end
+  table.insert(row, '|')
+  for _, x in ipairs(latest) do table.insert(row, x) end
+  table.insert(row, '|')
+  for _, x in ipairs(referenced) do table.insert(row, x) end
   table.insert(out, row)
 end
 return out
 """
+)
+
+# Merge customer A into B by hand (``router customer merge``).
+# ARGV[1]: now; ARGV[2]: prefix; ARGV[3]: from id; ARGV[4]: into id; ARGV[5]: by
+MERGE = (
+    MERGE_FUNCTIONS
+    + """
+local from, into = live(ARGV[3]), live(ARGV[4])
+for _, c in ipairs({from, into}) do
+  if redis.call('EXISTS', ckey(c)) == 0 then return redis.error_reply('no customer ' .. c) end
+end
+if from == into then
+  return redis.error_reply(ARGV[3] .. ' and ' .. ARGV[4] .. ' are already one customer')
+end
+merge(from, into, ARGV[5])
+return into
+"""
+)
+
 
 # Commit routed messages. For each: queue entry, message, customer,
-# conversation, timeline and the ingest ack, all together. A redelivered
-# ingest entry whose message was already committed is only acked
-# (idempotent), so no message is ever queued twice.
+# conversation, timeline, thread references and the ingest ack, all
+# together. A redelivered ingest entry whose message was already committed
+# is only acked (idempotent), so no message is ever queued twice.
+# Two messages of one customer routed at once by two workers may both have
+# seen no conversation: the second to commit joins the first's instead of
+# starting another (and sends no second acknowledgement).
 # Also, per item: when the target has a wait timeout, the queue entry is
 # added to the overflow sorted set (score = when it moves on, ms); when the
 # decision carries an acknowledgement, it is added to the outbox.
 # ARGV[1]: ingest group; ARGV[2]: retention (s); ARGV[3]: overflow zset key;
-# ARGV[4]: outbox stream key; ARGV[5]: JSON of items
-#   [message key, ingest stream, entry id, queue band stream, customer key,
-#    conversation key, timeline key, new conversation 0/1,
-#    queue entry [k, v...], message [k, v...], customer [k, v...],
-#    conversation [k, v...], timeline entry [k, v...],
-#    overflow at (ms) or "", acknowledgement outbox JSON or ""]  (all strings)
-# -> per item {1 routed | 0 already routed | -1 error, queue entry or error}
+# ARGV[4]: outbox stream key; ARGV[5]: JSON of items; ARGV[6]: now (s);
+# ARGV[7]: conversation window (s); ARGV[8]: key prefix
+# item: [1 message key, 2 ingest stream, 3 entry id, 4 queue band stream,
+#    5 customer key, 6 conversation key, 7 timeline key, 8 new conversation
+#    "1"/"0", 9 queue entry [k, v...], 10 message [k, v...], 11 customer
+#    [k, v...], 12 conversation [k, v...], 13 timeline entry [k, v...],
+#    14 overflow at (ms) or "", 15 acknowledgement outbox JSON or "",
+#    16 [thread keys], 17 conversation id, 18 channel, 19 personal queue "1"/"0"]
+#   (all values strings)
+# -> per item {1 routed | 0 already routed | -1 error, queue entry or error,
+#              conversation id}
 COMMIT_ROUTE = """
 local group, retention = ARGV[1], tonumber(ARGV[2])
 local overflow, outbox = ARGV[3], ARGV[4]
+local now, window, P = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
 local acks = {}  -- stream -> ids to XACK + XDEL together at the end
 local function ack(stream, id)
   local l = acks[stream]
   if not l then l = {} acks[stream] = l end
   table.insert(l, id)
 end
+local function set(pairs, key, value)
+  for i = 1, #pairs, 2 do if pairs[i] == key then pairs[i + 1] = value return end end
+end
+local function without(pairs, drop)
+  local out = {}
+  for i = 1, #pairs, 2 do
+    if not drop[pairs[i]] then table.insert(out, pairs[i]) table.insert(out, pairs[i + 1]) end
+  end
+  return out
+end
 local function commit(it)
   local done = redis.call('HGET', it[1], 'queue_entry')
   if done then
     ack(it[2], it[3])
-    return {0, done}
+    return {0, done, redis.call('HGET', it[1], 'conversation_id') or ''}
+  end
+  local cid, ckey, tkey, new, ackmsg = it[17], it[6], it[7], it[8], it[15]
+  local conv = it[12]
+  if new == '1' then
+    local open = redis.call('HGET', it[5], 'open_conversation')
+    if open and open ~= cid then
+      local la = tonumber(redis.call('HGET', P .. 'conv:{' .. open .. '}', 'last_activity') or 0)
+      if now - la <= window then  -- another worker just opened one: join it
+        cid, new, ackmsg = open, '0', ''
+        ckey, tkey = P .. 'conv:{' .. open .. '}', P .. 'conv:{' .. open .. '}:timeline'
+        conv = without(conv, {created_at = true, subject = true})
+        set(conv, 'id', open)
+        set(it[9], 'conversation_id', open)
+        set(it[10], 'conversation_id', open)
+        set(it[11], 'open_conversation', open)
+      end
+    end
+  end
+  if it[19] == '1' then
+    pcall(redis.call, 'XGROUP', 'CREATE', it[4], 'agents', '0', 'MKSTREAM')
   end
   local qid = redis.call('XADD', it[4], '*', unpack(it[9]))
   redis.call('HSET', it[1], 'queue_entry', it[4] .. ' ' .. qid, unpack(it[10]))
   redis.call('EXPIRE', it[1], retention)
   redis.call('HSET', it[5], unpack(it[11]))
+  redis.call('HSETNX', it[5], 'first_seen', ARGV[6])
   redis.call('HINCRBY', it[5], 'message_count', 1)
-  if it[8] == '1' then redis.call('HINCRBY', it[5], 'conversation_count', 1) end
-  redis.call('HSET', it[6], unpack(it[12]))
-  redis.call('HINCRBY', it[6], 'message_count', 1)
-  redis.call('EXPIRE', it[6], retention)
-  redis.call('XADD', it[7], 'MAXLEN', '~', 10000, '*', unpack(it[13]))
-  redis.call('EXPIRE', it[7], retention)
+  redis.call('SADD', it[5] .. ':channels', it[18])
+  if new == '1' then
+    redis.call('HINCRBY', it[5], 'conversation_count', 1)
+    redis.call('ZADD', it[5] .. ':conversations', ARGV[6], cid)
+  elseif redis.call('HGET', ckey, 'status') == 'resolved' then
+    redis.call('HSET', ckey, 'reopened_at', ARGV[6])
+    redis.call('HINCRBY', ckey, 'reopen_count', 1)
+  end
+  redis.call('HSET', ckey, unpack(conv))
+  redis.call('HINCRBY', ckey, 'message_count', 1)
+  redis.call('HINCRBY', ckey, 'inbound_since_reply', 1)
+  redis.call('EXPIRE', ckey, retention)
+  redis.call('XADD', tkey, 'MAXLEN', '~', 10000, '*', unpack(it[13]))
+  redis.call('EXPIRE', tkey, retention)
+  if #it[16] > 0 then
+    local refs = ckey .. ':refs'
+    for _, tk in ipairs(it[16]) do
+      redis.call('SET', tk, cid, 'EX', retention)
+      redis.call('SADD', refs, tk)
+    end
+    redis.call('EXPIRE', refs, retention)
+  end
   if it[14] ~= '' then redis.call('ZADD', overflow, it[14], it[4] .. ' ' .. qid) end
-  if it[15] ~= '' then redis.call('XADD', outbox, '*', 'o', it[15]) end
+  if ackmsg ~= '' then redis.call('XADD', outbox, '*', 'o', ackmsg) end
   ack(it[2], it[3])
-  return {1, qid}
+  return {1, qid, cid}
 end
 local out = {}
 for _, it in ipairs(cjson.decode(ARGV[5])) do
   local ok, res = pcall(commit, it)
   if ok then table.insert(out, res)
-  else table.insert(out, {-1, tostring(res.err or res)}) end
+  else table.insert(out, {-1, tostring(res.err or res), ''}) end
 end
 for stream, ids in pairs(acks) do
   redis.call('XACK', stream, group, unpack(ids))
@@ -344,6 +517,7 @@ class Scripts:
 
     ingest: AsyncScript
     identify: AsyncScript
+    merge: AsyncScript
     commit_route: AsyncScript
     dead_letter: AsyncScript
     claim: AsyncScript
@@ -363,6 +537,7 @@ class Scripts:
         return cls(
             ingest=redis.register_script(INGEST),
             identify=redis.register_script(IDENTIFY),
+            merge=redis.register_script(MERGE),
             commit_route=redis.register_script(COMMIT_ROUTE),
             dead_letter=redis.register_script(DEAD_LETTER),
             claim=redis.register_script(CLAIM),

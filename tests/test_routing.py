@@ -505,9 +505,15 @@ SHORT_REPLIES = [
         language="en", language_source="default", queue="support-lv", team="latvia",
         reasons=("language en: default",),
     ),
-    case(
-        "resolved-conversation-is-not-kept",
+    case(  # a message on a resolved conversation within the window reopens it
+        "resolved-conversation-within-window-reopens",
         Msg("ok", sender=JP, conversation=conv("ja", status="resolved")),
+        WED_JP,
+        language="ja", language_source="conversation", ack=None,
+    ),
+    case(
+        "resolved-conversation-past-window-starts-new",
+        Msg("ok", sender=JP, conversation=conv("ja", status="resolved", ago=8 * 86400)),
         WED_JP,
         language="en", language_source="default", queue="after-hours", ack=ACK["en"],
     ),
@@ -1120,9 +1126,17 @@ RULES = [
         queue="support-lv", agent=None,
         reasons=("agent-3 owns the conversation but is offline; to the queue",),
     ),
-    case(
-        "resolved-conversation-owner-not-sticky",
+    case(  # reopened within the window: back to the agent who owns it
+        "resolved-conversation-reopens-to-its-owner",
         Msg(LV_TEXT, sender=LV, conversation=conv("lv", owner="agent-3", status="resolved"),
+            owner_online=True),
+        WED_LV,
+        queue="support-lv", agent="agent-3", ack=None,
+    ),
+    case(
+        "old-resolved-conversation-owner-not-sticky",
+        Msg(LV_TEXT, sender=LV, conversation=conv("lv", owner="agent-3", status="resolved",
+                                                  ago=8 * 86400),
             owner_online=True),
         WED_LV,
         queue="support-lv", agent=None, ack=ACK["lv"],

@@ -1,10 +1,20 @@
 """Who sent a message and which conversation it belongs to.
 
 The routing worker asks :func:`identify_many` for the customer behind each
-sender (creating the profile on first contact) together with the state of
-the customer's open conversation, in one round trip per batch, then threads
-each message with :func:`thread`. Both are deliberately small here; identity
-merge across channels builds on them.
+message, in one script call per batch. The script (``scripts.IDENTIFY``)
+finds the customer by any of the message's identities (the sender plus any
+verified identity the channel adds, such as the e-mail address a chat
+visitor typed), creates one on first contact, and merges two profiles when
+one message ties their identities together, atomically, so two messages of
+a new customer on two channels at the same instant still make one profile.
+It returns the profile, the customer's latest conversation and the
+conversation the message refers to (an e-mail's In-Reply-To, an X
+conversation id, a chat session).
+
+:func:`conversation_joined` then applies the threading rule: the referenced
+conversation (if open, or resolved within the window, which reopens it),
+else the customer's latest conversation if active within the window
+(whatever the channel; a resolved one reopens), else a new one.
 """
 
 from __future__ import annotations
@@ -15,61 +25,93 @@ from dataclasses import dataclass, field
 import orjson
 
 from router.keys import Keys
-from router.model import Identity, InboundMessage, new_id
+from router.model import InboundMessage, new_id
 from router.scripts import Scripts
 
 
 @dataclass
 class Context:
-    """A customer profile and their open conversation, as routing sees them."""
+    """A customer profile and their conversations, as routing sees them."""
 
     customer_id: str
     created: bool
     customer: dict[str, str] = field(default_factory=dict)
+    # The customer's latest conversation.
     conversation: dict[str, str] = field(default_factory=dict)
-    # Whether the conversation's owner (an agent) is online now.
+    # The conversation this message refers to by a channel reference, if any.
+    referenced: dict[str, str] = field(default_factory=dict)
+    # Whether the owner (an agent) of the conversation joined is online now.
     owner_online: bool = False
+    merged: int = 0
+
+
+def _pairs(flat: Sequence[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 async def identify_many(
-    keys: Keys, scripts: Scripts, identities: Sequence[Identity], now: float
+    keys: Keys, scripts: Scripts, messages: Sequence[InboundMessage], now: float
 ) -> list[Context]:
-    """Resolve each identity to a customer (creating new ones), in order, in one call.
+    """Resolve each message's customer (creating or merging profiles), in order.
 
-    An identity that occurs several times in the batch is looked up once;
-    its occurrences share one Context (later messages see earlier ones).
+    Messages with the same identities and references in one batch are looked
+    up once and share one Context (later messages see what earlier ones did).
     """
-    distinct = list(dict.fromkeys(identities))
-    items = [(keys.identity(i.kind, i.value), new_id("c"), str(i)) for i in distinct]
+    wanted: dict[tuple, int] = {}
+    items: list[tuple[list[str], str, list[str]]] = []
+    slots: list[int] = []
+    for m in messages:
+        identities = [str(m.sender), *(str(i) for i in m.identities if i != m.sender)]
+        refs = [keys.thread(m.channel, r) for r in m.references]
+        key = (tuple(identities), tuple(refs))
+        if key not in wanted:
+            wanted[key] = len(items)
+            items.append((identities, new_id("c"), refs))
+        slots.append(wanted[key])
     rows = await scripts.identify(args=[int(now), keys.prefix, orjson.dumps(items)])
-    found: dict[Identity, Context] = {}
-    for ident, r in zip(distinct, rows, strict=True):
-        sep = r.index("|")
-        cust = r[2:sep]
-        conv = r[sep + 1 :]
-        found[ident] = Context(
-            customer_id=r[0],
-            created=r[1] == 1,
-            customer=dict(zip(cust[::2], cust[1::2], strict=True)),
-            conversation=dict(zip(conv[::2], conv[1::2], strict=True)),
+    contexts = []
+    for r in rows:
+        first, second = r.index("|"), r.index("|", r.index("|") + 1)
+        contexts.append(
+            Context(
+                customer_id=r[0],
+                created=r[1] == 1,
+                merged=int(r[2]),
+                owner_online=r[3] == 1,
+                customer=_pairs(r[4:first]),
+                conversation=_pairs(r[first + 1 : second]),
+                referenced=_pairs(r[second + 1 :]),
+            )
         )
-    return [found[i] for i in identities]
+    return [contexts[i] for i in slots]
 
 
-def joins_open_conversation(ctx: Context, window: float, now: float) -> bool:
-    """Does a message now continue the customer's open conversation?
-
-    Yes if that conversation is not resolved and saw activity within
-    ``window`` seconds, whatever the channel.
-    """
-    conv = ctx.conversation
-    if not conv.get("id") or conv.get("status", "open") == "resolved":
-        return False
+def _recent(conv: dict[str, str], window: float, now: float) -> bool:
     return now - float(conv.get("last_activity", 0) or 0) <= window
+
+
+def conversation_joined(ctx: Context, window: float, now: float) -> dict[str, str] | None:
+    """The existing conversation a message now joins, or None for a new one.
+
+    1. the referenced conversation, if it is not resolved, or was resolved
+       but active within ``window`` (it reopens);
+    2. else the customer's latest conversation if active within ``window``,
+       whatever the channel (a resolved one reopens);
+    3. else None: a new conversation.
+    """
+    ref = ctx.referenced
+    if ref.get("id") and ref.get("customer_id") == ctx.customer_id:
+        if ref.get("status", "open") != "resolved" or _recent(ref, window, now):
+            return ref
+    conv = ctx.conversation
+    if conv.get("id") and _recent(conv, window, now):
+        return conv
+    return None
 
 
 def thread(ctx: Context, message: InboundMessage, window: float, now: float) -> tuple[str, bool]:
     """The conversation ``message`` joins: (conversation id, is new)."""
-    if joins_open_conversation(ctx, window, now):
-        return ctx.conversation["id"], False
+    joined = conversation_joined(ctx, window, now)
+    if joined is not None:
+        return joined["id"], False
     return new_id("v"), True
