@@ -19,12 +19,12 @@ from typing import Any
 import orjson
 from redis.exceptions import ResponseError
 
-from router.config import PRIORITIES
 from router.keys import BANDS, QUEUE_GROUP, Keys
 from router.model import OutboundMessage, new_id
 from router.store import Store
 
 DEFAULT_VISIBILITY = 600.0
+CONVERSATION_STATES = ("open", "waiting", "resolved")
 DEFAULT_RETENTION = 90 * 86400
 
 
@@ -70,7 +70,11 @@ def record_outbound(pipe: Any, keys: Keys, msg: OutboundMessage, retention: int)
         maxlen=10000,
         approximate=True,
     )
-    pipe.hset(keys.conversation(msg.conversation_id), "last_reply_at", now)
+    if msg.kind == "reply":  # a person answered: the repeat-contact count starts again
+        pipe.hset(
+            keys.conversation(msg.conversation_id),
+            mapping={"last_reply_at": now, "inbound_since_reply": 0},
+        )
 
 
 class AgentError(Exception):
@@ -137,17 +141,30 @@ class AgentClient:
             )
         return float(orjson.loads(raw).get("visibility_timeout", DEFAULT_VISIBILITY))
 
+    def _bands(self, queue: str, agent: str) -> list[str]:
+        """Where ``agent`` looks: their own follow-ups and ``queue``, band by band."""
+        personal = Keys.personal_queue(agent)
+        return [
+            key
+            for band in BANDS
+            for key in (self.keys.queue(personal, band), self.keys.queue(queue, band))
+        ]
+
     async def claim(self, queue: str, agent: str) -> ClaimedEntry | None:
-        """The most urgent entry of ``queue`` for ``agent``, or None if it is empty."""
+        """The most urgent entry for ``agent``: follow-ups of conversations they
+        own (sticky routing) and entries of ``queue``, band by band; None if
+        there is nothing. The agent becomes the owner of its conversation."""
         vis_ms = int(await self.visibility_timeout(queue) * 1000)
         r = await self.store.scripts.claim(
-            keys=self.keys.queue_bands(queue), args=[QUEUE_GROUP, agent, vis_ms]
+            keys=self._bands(queue, agent), args=[QUEUE_GROUP, agent, vis_ms, self.keys.prefix]
         )
         if not r:
             return None
         stream, entry_id, deliveries, *flat_fields = r
         fields = dict(zip(flat_fields[::2], flat_fields[1::2], strict=True))
-        entry = ClaimedEntry(queue, stream, entry_id, int(deliveries), fields)
+        entry = ClaimedEntry(
+            self.keys.parse_queue(stream)[0], stream, entry_id, int(deliveries), fields
+        )
         if mid := fields.get("message_id"):
             entry.message = await self.store.redis.hgetall(self.keys.message(mid))
         return entry
@@ -158,29 +175,43 @@ class AgentClient:
         except ResponseError as exc:
             raise AgentError(f"entry {entry_id} of {stream}: {exc}") from None
 
-    def stream_of(self, queue: str, entry_id: str, priority: str | None = None) -> str:
-        """The band stream an entry lives in (from its priority, or searched by caller)."""
-        return self.keys.queue(queue, PRIORITIES[priority or "normal"])
-
-    async def find_stream(self, queue: str, entry_id: str) -> str:
-        """The band stream of ``queue`` that holds ``entry_id``."""
-        for band in BANDS:
-            key = self.keys.queue(queue, band)
+    async def find_stream(self, queue: str, entry_id: str, agent: str) -> str:
+        """The band stream (of ``queue`` or the agent's own) that holds ``entry_id``."""
+        for key in self._bands(queue, agent):
             if await self.store.redis.xrange(key, entry_id, entry_id, count=1):
                 return key
         raise AgentError(f"entry {entry_id} is not in queue {queue!r} (acked already?)")
 
     async def ack(self, queue: str, entry_id: str, agent: str) -> None:
-        stream = await self.find_stream(queue, entry_id)
+        stream = await self.find_stream(queue, entry_id, agent)
         await self._owned_call(self.store.scripts.ack, stream, agent, entry_id)
 
     async def release(self, queue: str, entry_id: str, agent: str) -> None:
-        stream = await self.find_stream(queue, entry_id)
+        stream = await self.find_stream(queue, entry_id, agent)
         await self._owned_call(self.store.scripts.release, stream, agent, entry_id)
 
     async def renew(self, queue: str, entry_id: str, agent: str) -> None:
-        stream = await self.find_stream(queue, entry_id)
+        stream = await self.find_stream(queue, entry_id, agent)
         await self._owned_call(self.store.scripts.renew, stream, agent, entry_id)
+
+    async def heartbeat(self, agent: str, ttl: float = 60) -> None:
+        """Mark ``agent`` online for ``ttl`` seconds (refresh it more often than that)."""
+        await self.store.redis.set(self.keys.presence(agent), "1", ex=max(1, int(ttl)))
+
+    async def offline(self, agent: str) -> None:
+        await self.store.redis.delete(self.keys.presence(agent))
+
+    async def set_status(self, conversation_id: str, status: str, agent: str | None) -> None:
+        """Set a conversation open, waiting (on the customer) or resolved."""
+        if status not in CONVERSATION_STATES:
+            raise AgentError(f"status must be one of {', '.join(CONVERSATION_STATES)}")
+        key = self.keys.conversation(conversation_id)
+        if not await self.store.redis.exists(key):
+            raise AgentError(f"conversation {conversation_id} does not exist (or has expired)")
+        await self.store.redis.hset(
+            key,
+            mapping={"status": status, "status_at": f"{time.time():.3f}", "status_by": agent or ""},
+        )
 
     async def status(self) -> list[QueueStatus]:
         """Depth (waiting + claimed), claimed count and oldest age of every queue."""

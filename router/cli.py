@@ -256,6 +256,92 @@ def cmd_dead_letters_replay(args: argparse.Namespace) -> int:
     return asyncio.run(_with_store(_config(args), run))
 
 
+def _admin_command(run_admin: Callable[[Any, argparse.Namespace], Awaitable[Any]]) -> Callable:
+    """A command that runs one Admin operation and prints its result as JSON."""
+
+    def command(args: argparse.Namespace) -> int:
+        from router.profiles.admin import Admin, AdminError
+
+        async def run(store: Any) -> int:
+            try:
+                result = await run_admin(Admin(store), args)
+            except AdminError as exc:
+                raise CliError(str(exc)) from None
+            if result is not None:
+                _print_json(result)
+            return 0
+
+        return asyncio.run(_with_store(_config(args), run))
+
+    return command
+
+
+async def _customer_set(admin: Any, args: argparse.Namespace) -> Any:
+    values = {
+        "tier": args.tier,
+        "language_preference": args.language,
+        "timezone": args.timezone,
+        "name": args.name,
+        "country": args.country,
+    }
+    if all(v is None for v in values.values()):
+        raise CliError("nothing to set: give --tier, --language, --timezone, --name or --country")
+    return await admin.set(args.customer, values)
+
+
+async def _customer_merge(admin: Any, args: argparse.Namespace) -> Any:
+    survivor = await admin.merge(args.keep, args.other, by="admin")
+    return {"merged": args.other, "into": survivor}
+
+
+async def _customer_import(admin: Any, args: argparse.Namespace) -> Any:
+    def progress(rows: int, summary: Any) -> None:
+        print(
+            f"  {rows} rows: {summary.created} created, {summary.updated} updated, "
+            f"{summary.merged} merged, {len(summary.skipped)} skipped",
+            file=sys.stderr,
+        )
+
+    started = time.monotonic()
+    summary = await admin.import_csv(Path(args.file), progress)
+    for problem in summary.skipped:
+        print(f"skipped {problem}", file=sys.stderr)
+    print(
+        f"imported {summary.rows} rows in {time.monotonic() - started:.1f}s: "
+        f"{summary.created} created, {summary.updated} updated, {summary.merged} merged, "
+        f"{len(summary.skipped)} skipped",
+        file=sys.stderr,
+    )
+    return None
+
+
+async def _customer_forget(admin: Any, args: argparse.Namespace) -> Any:
+    if not args.yes:
+        raise CliError("forget erases the customer's data for good; add --yes to confirm")
+    return {"forgotten": args.customer, "removed": await admin.forget(args.customer)}
+
+
+async def _conversation_status(admin: Any, args: argparse.Namespace) -> Any:
+    await admin.set_status(args.conversation, args.status, args.agent)
+    return {"conversation": args.conversation, "status": args.status}
+
+
+def cmd_agent_presence(args: argparse.Namespace) -> int:
+    from router.agent import AgentClient
+
+    async def run(store: Any) -> int:
+        client = AgentClient(store)
+        if args.online:
+            await client.heartbeat(args.agent, args.ttl)
+            print(f"{args.agent} is online for {args.ttl:g}s (repeat before it ends)")
+        else:
+            await client.offline(args.agent)
+            print(f"{args.agent} is offline")
+        return 0
+
+    return asyncio.run(_with_store(_config(args), run))
+
+
 # -- parser ------------------------------------------------------------------
 
 
@@ -339,6 +425,64 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("ids", nargs="*")
     s.add_argument("--all", action="store_true")
     s.set_defaults(func=cmd_dead_letters_replay)
+    c = sub.add_parser("customer", help="customer profiles").add_subparsers(
+        dest="customer_command", required=True, metavar="ACTION"
+    )
+    who = "customer id or identity (ana@example.com, +14155550100, x:12345)"
+    s = c.add_parser("show", parents=[common], help="a profile, its identities and conversations")
+    s.add_argument("customer", help=who)
+    s.set_defaults(func=_admin_command(lambda a, args: a.show(args.customer)))
+    s = c.add_parser("set", parents=[common], help="set profile fields (empty value: remove)")
+    s.add_argument("customer", help=who)
+    s.add_argument("--tier", help="e.g. vip (rules can match on it)")
+    s.add_argument("--language", help="the customer's stated language (ISO 639-1)")
+    s.add_argument("--timezone", help="IANA zone, e.g. Europe/Riga")
+    s.add_argument("--name")
+    s.add_argument("--country", help="ISO 3166 code")
+    s.set_defaults(func=_admin_command(_customer_set))
+    s = c.add_parser("merge", parents=[common], help="merge OTHER into KEEP (KEEP survives)")
+    s.add_argument("keep", help=who)
+    s.add_argument("other", help=who)
+    s.set_defaults(func=_admin_command(_customer_merge))
+    s = c.add_parser("import", parents=[common], help="create or update profiles from CSV")
+    s.add_argument(
+        "file",
+        help="CSV with a header: email, phone, x, chat, api, name, tier, "
+        "language_preference, timezone, country",
+    )
+    s.set_defaults(func=_admin_command(_customer_import))
+    s = c.add_parser("export", parents=[common], help="everything stored about a customer")
+    s.add_argument("customer", help=who)
+    s.set_defaults(func=_admin_command(lambda a, args: a.export(args.customer)))
+    s = c.add_parser(
+        "forget", parents=[common], help="erase personal data and messages, keep anonymous counts"
+    )
+    s.add_argument("customer", help=who)
+    s.add_argument("--yes", action="store_true", help="confirm")
+    s.set_defaults(func=_admin_command(_customer_forget))
+
+    v = sub.add_parser("conversation", help="conversations").add_subparsers(
+        dest="conversation_command", required=True, metavar="ACTION"
+    )
+    s = v.add_parser("show", parents=[common], help="a conversation's whole history")
+    s.add_argument("conversation")
+    s.set_defaults(func=_admin_command(lambda a, args: a.conversation(args.conversation)))
+    for status, text in (("resolve", "resolved"), ("wait", "waiting"), ("reopen", "open")):
+        s = v.add_parser(status, parents=[common], help=f"mark a conversation {text}")
+        s.add_argument("conversation")
+        s.add_argument("--agent")
+        s.set_defaults(func=_admin_command(_conversation_status), status=text)
+
+    g = sub.add_parser("agent", help="agent presence").add_subparsers(
+        dest="agent_command", required=True, metavar="ACTION"
+    )
+    s = g.add_parser("online", parents=[common], help="mark an agent online for --ttl seconds")
+    s.add_argument("agent")
+    s.add_argument("--ttl", type=float, default=60)
+    s.set_defaults(func=cmd_agent_presence, online=True)
+    s = g.add_parser("offline", parents=[common], help="mark an agent offline")
+    s.add_argument("agent")
+    s.set_defaults(func=cmd_agent_presence, online=False, ttl=0)
     return p
 
 

@@ -22,7 +22,7 @@ import orjson
 import structlog
 from redis.exceptions import RedisError
 
-from router.config import PRIORITIES
+from router.config import PRIORITIES, Rule
 from router.keys import QUEUE_GROUP
 from router.metrics import Metrics
 from router.routing import Routing, choose_target
@@ -30,6 +30,45 @@ from router.scripts import pairs
 from router.store import Store
 
 log = structlog.get_logger("router.overflow")
+
+
+def _next_step(
+    routing: Routing,
+    rules: dict[str, Rule],
+    fields: dict[str, str],
+    at: datetime,
+    depths: dict[str, int],
+) -> tuple[str, str, dict[str, str], float | None] | None:
+    """Where an unclaimed entry goes next: (queue, priority, changed fields,
+    wait before the step after), or None when there is nowhere to go."""
+    rule = rules.get(fields.get("rule", ""))
+    index = int(fields.get("target", 0))
+    if fields.get("fallback_queue"):
+        # a sticky follow-up its owner did not take: to the queue routing chose,
+        # then on along the rule's chain from there
+        target = rule.targets[index] if rule is not None and index < len(rule.targets) else None
+        more = rule is not None and index + 1 < len(rule.targets)
+        wait = target.wait if target is not None and more else None
+        return fields["fallback_queue"], fields.get("priority", "normal"), {}, wait
+    if rule is None:
+        return None
+    choice = choose_target(
+        routing,
+        rule.targets,
+        index + 1,
+        fields.get("language", ""),
+        fields.get("channel", ""),
+        at,
+        depths,
+    )
+    if choice is None:
+        return None
+    target = choice.target
+    priority = target.priority if target and target.priority else fields.get("priority", "normal")
+    wait = None
+    if target is not None and target.wait and choice.index + 1 < len(rule.targets):
+        wait = target.wait
+    return choice.queue, priority, {"target": str(choice.index)}, wait
 
 
 class OverflowWorker:
@@ -80,22 +119,8 @@ class OverflowWorker:
                 continue
             fields = rows[0][1]
             queue, _ = keys.parse_queue(stream)
-            rule = rules.get(fields.get("rule", ""))
-            index = int(fields.get("target", 0))
-            choice = (
-                choose_target(
-                    routing,
-                    rule.targets,
-                    index + 1,
-                    fields.get("language", ""),
-                    fields.get("channel", ""),
-                    at,
-                    depths,
-                )
-                if rule is not None
-                else None
-            )
-            if choice is None:
+            step = _next_step(routing, rules, fields, at, depths)
+            if step is None:
                 await redis.zrem(keys.overflow, member)
                 log.warning(
                     "overflow_stopped",
@@ -106,26 +131,19 @@ class OverflowWorker:
                     "the entry stays where it is",
                 )
                 continue
-            assert rule is not None
-            target = choice.target
-            priority = (
-                target.priority if target and target.priority else fields.get("priority", "normal")
-            )
+            dest, priority, moved_fields, wait = step
             moved = {
-                **fields,
+                **{k: v for k, v in fields.items() if k not in ("agent", "fallback_queue")},
+                **moved_fields,
                 "priority": priority,
-                "target": str(choice.index),
-                "team": routing.team_of(choice.queue) or "",
+                "team": routing.team_of(dest) or "",
                 "overflowed_from": queue,
                 "overflowed_at": f"{now:.3f}",
             }
-            next_at = ""
-            if target is not None and target.wait and choice.index + 1 < len(rule.targets):
-                next_at = str(int((now + target.wait) * 1000))
             result = await self.store.scripts.overflow_move(
                 keys=[
                     stream,
-                    keys.queue(choice.queue, PRIORITIES[priority]),
+                    keys.queue(dest, PRIORITIES[priority]),
                     keys.overflow,
                     keys.message(fields.get("message_id", "")),
                 ],
@@ -134,18 +152,17 @@ class OverflowWorker:
                     entry_id,
                     member,
                     orjson.dumps(pairs(moved)),
-                    next_at,
-                    choice.queue,
+                    str(int((now + wait) * 1000)) if wait else "",
+                    dest,
                 ],
             )
             if int(result[0]) == 1:
-                self.metrics.child(self.metrics.overflowed, queue, choice.queue).inc()
+                self.metrics.child(self.metrics.overflowed, queue, dest).inc()
                 log.info(
                     "overflowed",
                     message_id=fields.get("message_id"),
                     from_queue=queue,
-                    to_queue=choice.queue,
-                    target=choice.index,
+                    to_queue=dest,
                     priority=priority,
                 )
         return len(due)

@@ -219,6 +219,9 @@ class RoutingWorker:
                 failures.append(Failure(e, "decode", f"unreadable ingest entry: {exc}"))
                 continue
             live.append(e)
+        # Arrival order across partitions too: one customer's messages on two
+        # channels sit in two partitions (within one partition it is stream order).
+        live.sort(key=lambda e: e.message.received_at if e.message else 0.0)
 
         # 3. identify (one script call for the batch)
         if live:

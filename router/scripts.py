@@ -327,12 +327,26 @@ return id
 """
 
 # Claim the most urgent entry of a queue for an agent.
-# KEYS: the queue's band streams, most urgent first
-# ARGV: group, agent, visibility timeout (ms)
+# KEYS: the band streams to look in, most urgent first
+# ARGV: group, agent, visibility timeout (ms), [key prefix]
 # Per band: first an entry whose claim expired (or was released), then a new
-# one. -> {stream key, entry id, delivery count, field, value, ...} or nil
+# one. With the key prefix, the agent becomes the owner of the entry's
+# conversation (follow-ups come back to them while they are online).
+# -> {stream key, entry id, delivery count, field, value, ...} or nil
 CLAIM = """
-local group, agent, vis = ARGV[1], ARGV[2], ARGV[3]
+local group, agent, vis, P = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local function own(fields)
+  if not P then return end
+  for i = 1, #fields, 2 do
+    if fields[i] == 'conversation_id' then
+      local ck = P .. 'conv:{' .. fields[i + 1] .. '}'
+      if redis.call('EXISTS', ck) == 1 then
+        local t = redis.call('TIME')
+        redis.call('HSET', ck, 'owner', agent, 'owned_at', t[1] .. '.' .. string.sub(t[2], 1, 3))
+      end
+    end
+  end
+end
 for _, key in ipairs(KEYS) do
   if redis.call('EXISTS', key) == 1 then
     local cursor = '0-0'
@@ -347,6 +361,7 @@ for _, key in ipairs(KEYS) do
           local p = redis.call('XPENDING', key, group, id, id, 1)
           local out = {key, id, p[1] and p[1][4] or 1}
           for _, x in ipairs(e[2]) do table.insert(out, x) end
+          own(e[2])
           return out
         end
         redis.call('XACK', key, group, id)
@@ -359,6 +374,7 @@ for _, key in ipairs(KEYS) do
       local e = n[1][2][1]
       local out = {key, e[1], 1}
       for _, x in ipairs(e[2]) do table.insert(out, x) end
+      own(e[2])
       return out
     end
   end

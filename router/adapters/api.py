@@ -5,7 +5,12 @@ Request (``Authorization: Bearer <token>``)::
     {"from": "ana@example.com", "text": "My order has not arrived",
      "channel": "api", "id": "ticket-123", "subject": "...", "name": "Ana",
      "hints": {"language": "pt", "locale": "pt-BR", "timezone": "America/Sao_Paulo",
-               "country": "BR"}}
+               "country": "BR"},
+     "identities": ["+5511987654321"], "references": ["ticket-100"]}
+
+``identities`` are further identities of the sender that you have verified
+(they tie profiles together); ``references`` are your ids of earlier
+messages this one answers (they thread it into that conversation).
 
 Answers: ``202 {"id", "duplicate"}`` once the message is stored durably;
 ``400`` bad JSON / fields, ``401`` bad token, ``413`` too large, ``503`` when
@@ -36,13 +41,32 @@ from router.profiles.identity import normalise_identity
 log = structlog.get_logger("router.api")
 
 _CHANNEL_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
-_FIELDS = {"from", "text", "channel", "id", "subject", "name", "hints"}
+_FIELDS = {
+    "from",
+    "text",
+    "channel",
+    "id",
+    "subject",
+    "name",
+    "hints",
+    "identities",
+    "references",
+}
 _HINTS = {"language", "locale", "timezone", "country"}
 MAX_ID_CHARS = 256
 
 
 class BadRequest(ValueError):
     """The request body is not a valid message; the text says why."""
+
+
+def _string_list(data: dict[str, Any], name: str, most: int, longest: int) -> list[str]:
+    value = data.get(name) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise BadRequest(f"field {name!r} must be a list of non-empty strings")
+    if len(value) > most or any(len(v) > longest for v in value):
+        raise BadRequest(f"field {name!r}: at most {most} strings of {longest} characters")
+    return [v.strip() for v in value]
 
 
 def json_response(data: Any, status: int = 200, **headers: str) -> web.Response:
@@ -106,7 +130,11 @@ def parse_message(body: bytes, max_text_chars: int) -> InboundMessage:
         if v is not None and (not isinstance(v, str) or len(v) > 64):
             raise BadRequest(f"hint {k!r} must be a short string")
     assert sender is not None and text is not None
+    identities = _string_list(data, "identities", 10, 320)
+    references = _string_list(data, "references", 20, MAX_ID_CHARS)
     return InboundMessage(
+        identities=[normalise_identity(i, "api") for i in identities],
+        references=references,
         channel=channel,
         sender=normalise_identity(sender, channel),
         text=text,

@@ -68,7 +68,7 @@ async def identify_many(
             wanted[key] = len(items)
             items.append((identities, new_id("c"), refs))
         slots.append(wanted[key])
-    rows = await scripts.identify(args=[int(now), keys.prefix, orjson.dumps(items)])
+    rows = await scripts.identify(args=[f"{now:.3f}", keys.prefix, orjson.dumps(items)])
     contexts = []
     for r in rows:
         first, second = r.index("|"), r.index("|", r.index("|") + 1)
