@@ -272,6 +272,9 @@ local function commit(it)
   redis.call('HSET', it[5], unpack(it[11]))
   redis.call('HSETNX', it[5], 'first_seen', ARGV[6])
   redis.call('HINCRBY', it[5], 'message_count', 1)
+  for i = 1, #it[9], 2 do
+    if it[9][i] == 'repeat' then redis.call('HINCRBY', it[5], 'repeat_contacts', 1) end
+  end
   redis.call('SADD', it[5] .. ':channels', it[18])
   if new == '1' then
     redis.call('HINCRBY', it[5], 'conversation_count', 1)

@@ -314,6 +314,8 @@ async def test_repeat_contact_is_flagged_and_raised_until_answered(
     assert (two["priority"], two["repeat"]) == ("high", "2")
     assert (three["priority"], three["repeat"]) == ("high", "3")
     assert two["stream"] == store.keys.queue("general", 1)
+    customer = await store.redis.hgetall(store.keys.customer(one["customer_id"]))
+    assert customer["repeat_contacts"] == "2"
     await AgentClient(store).reply(one["conversation_id"], "Looking into it now", agent="bob")
     (four,) = await route(store, routing, message(ANA_PHONE, "sms", "thanks"))
     assert four["priority"] == "normal" and "repeat" not in four

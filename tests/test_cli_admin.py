@@ -1,0 +1,108 @@
+"""The admin commands as an operator runs them: customer, conversation, agent."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from router.config import load_config
+from router.ingest import Ingestor
+from router.metrics import Metrics
+from router.model import InboundMessage
+from router.pipeline import RoutingWorker
+from router.profiles.identity import normalise_identity
+from router.routing import Routing
+from router.store import Store
+from tests.support import ROOT
+
+
+def cli(config: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "router", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env={**os.environ, "ROUTER_API_TOKEN": ""},
+    )
+
+
+@pytest.fixture
+async def routed(config_path: Path, store: Store) -> dict:
+    cfg = load_config(config_path)
+    routing = Routing.build(cfg)
+    msg = InboundMessage(
+        channel="email",
+        sender=normalise_identity("Ana@Example.com", "email"),
+        text="Where is my order?",
+        subject="Order 77",
+    )
+    mid = (await Ingestor(store, 60).ingest(msg)).id
+    w = RoutingWorker(store, lambda: routing, Metrics(), "w")
+    await w.renew_leases(5)
+    for _ in range(3):
+        if entries := await w.read(10, 0.05):
+            await w.route(entries)
+    return await store.redis.hgetall(store.keys.message(mid))
+
+
+async def test_customer_commands(config_path: Path, routed: dict, tmp_path: Path) -> None:
+    out = cli(config_path, "customer", "show", "ana@example.com")
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
+    assert shown["id"] == routed["customer_id"] and shown["identities"] == ["email:ana@example.com"]
+    out = cli(
+        config_path,
+        "customer",
+        "set",
+        "ana@example.com",
+        "--tier",
+        "vip",
+        "--timezone",
+        "Europe/Lisbon",
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["tier"] == "vip"
+    out = cli(config_path, "customer", "set", "ana@example.com", "--timezone", "Nowhere/City")
+    assert out.returncode == 1 and "unknown time zone 'Nowhere/City'" in out.stderr
+    csv = tmp_path / "c.csv"
+    csv.write_text("email,phone,name\nana@example.com,+351912345678,Ana\n")
+    out = cli(config_path, "customer", "import", str(csv))
+    assert out.returncode == 0, out.stderr
+    assert "imported 1 rows" in out.stderr and "0 created, 1 updated" in out.stderr
+    out = cli(config_path, "customer", "export", "+351912345678")
+    exported = json.loads(out.stdout)
+    assert exported["conversations"][0]["timeline"][0]["message"]["text"] == "Where is my order?"
+    out = cli(config_path, "customer", "forget", "+351912345678")
+    assert out.returncode == 1 and "--yes" in out.stderr
+    out = cli(config_path, "customer", "forget", "+351912345678", "--yes")
+    assert out.returncode == 0 and json.loads(out.stdout)["removed"]["messages"] == 1
+    out = cli(config_path, "customer", "show", "ana@example.com")
+    assert out.returncode == 1 and "no customer has the identity" in out.stderr
+
+
+async def test_conversation_and_agent_commands(
+    config_path: Path, routed: dict, store: Store
+) -> None:
+    conv = routed["conversation_id"]
+    out = cli(config_path, "conversation", "show", conv)
+    assert out.returncode == 0, out.stderr
+    history = json.loads(out.stdout)
+    assert history["subject"] == "Order 77"
+    assert [t["direction"] for t in history["timeline"]] == ["in"]
+    out = cli(config_path, "conversation", "resolve", conv, "--agent", "bob")
+    assert out.returncode == 0, out.stderr
+    state = await store.redis.hgetall(store.keys.conversation(conv))
+    assert (state["status"], state["status_by"]) == ("resolved", "bob")
+    out = cli(config_path, "conversation", "wait", "v-nope")
+    assert out.returncode == 1 and "does not exist" in out.stderr
+    out = cli(config_path, "agent", "online", "bob", "--ttl", "30")
+    assert out.returncode == 0
+    assert 0 < await store.redis.ttl(store.keys.presence("bob")) <= 30
+    cli(config_path, "agent", "offline", "bob")
+    assert not await store.redis.exists(store.keys.presence("bob"))
