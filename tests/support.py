@@ -153,6 +153,18 @@ def write_config(path: Path, redis_url: str, port: int, **overrides: Any) -> Pat
     return path
 
 
+def cli(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``router ARGS --config CONFIG`` as an operator runs it (API token unset)."""
+    return subprocess.run(
+        [sys.executable, "-m", "router", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env={**os.environ, "ROUTER_API_TOKEN": "", **(env or {})},
+    )
+
+
 class DaemonProcess:
     """`python -m router serve` as a child process, with its log captured."""
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,18 +15,7 @@ from router.pipeline import RoutingWorker
 from router.profiles.identity import normalise_identity
 from router.routing import Routing
 from router.store import Store
-from tests.support import ROOT
-
-
-def cli(config: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "router", *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        env={**os.environ, "ROUTER_API_TOKEN": ""},
-    )
+from tests.support import cli
 
 
 @pytest.fixture

@@ -71,9 +71,19 @@ async def assert_retries_are_duplicates(http: aiohttp.ClientSession, url: str, s
     assert sorted(again["ids"]) == sorted(seen["ids"])
 
 
-async def when_accepted(seen: dict, count: int) -> None:
-    while seen.get("202", 0) < count:
+async def start_load(
+    http: aiohttp.ClientSession, daemon: DaemonProcess, seen: dict
+) -> asyncio.Task:
+    """Start POSTing every body (retrying as integrations do); return once a
+    third of them are accepted, with the load still running."""
+    load = asyncio.create_task(
+        post_until_accepted(
+            http, f"{daemon.url}/v1/messages", bodies(), concurrency=48, progress=seen
+        )
+    )
+    while seen.get("202", 0) < N // 3:
         await asyncio.sleep(0.01)
+    return load
 
 
 @pytest.fixture
@@ -90,12 +100,7 @@ async def test_sigkill_of_the_daemon_under_load(setup: tuple[DaemonProcess, Redi
     daemon.start()
     seen: dict = {}
     async with aiohttp.ClientSession() as http:
-        load = asyncio.create_task(
-            post_until_accepted(
-                http, f"{daemon.url}/v1/messages", bodies(), concurrency=48, progress=seen
-            )
-        )
-        await when_accepted(seen, N // 3)
+        load = await start_load(http, daemon, seen)
         daemon.kill()  # SIGKILL: in-flight requests die, pending ingest entries stay
         killed_at = seen["202"]
         await asyncio.sleep(0.5)
@@ -118,12 +123,7 @@ async def test_redis_restart_under_load(setup: tuple[DaemonProcess, RedisServer]
     daemon.start()
     seen: dict = {}
     async with aiohttp.ClientSession() as http:
-        load = asyncio.create_task(
-            post_until_accepted(
-                http, f"{daemon.url}/v1/messages", bodies(), concurrency=48, progress=seen
-            )
-        )
-        await when_accepted(seen, N // 3)
+        load = await start_load(http, daemon, seen)
         # appendfsync always (the test Redis): what Redis acknowledged is on disk
         redis_server.stop() if how == "stop" else redis_server.kill()
         await asyncio.sleep(1.5)

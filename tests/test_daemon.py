@@ -24,6 +24,7 @@ from tests.support import (
     ROOT,
     DaemonProcess,
     RedisServer,
+    cli,
     free_port,
     queued_message_ids,
     wait_for,
@@ -31,19 +32,6 @@ from tests.support import (
 )
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
-
-
-def cli(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    import os
-
-    return subprocess.run(
-        [sys.executable, "-m", "router", *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
 
 
 async def acli(config: Path, *args: str) -> subprocess.CompletedProcess:
