@@ -23,22 +23,26 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from router.adapters.api import ApiAdapter, ApiCallbackSender
-from router.adapters.base import Adapter, Sender
+from router.adapters.base import Adapter, AdapterContext, Sender
+from router.adapters.twilio import TwilioAdapter, TwilioSender
 from router.agent import AgentClient
 from router.config import Config, load_config
 from router.embedded import EmbeddedRedis
 from router.http import build_app
 from router.ingest import Ingestor
 from router.metrics import Metrics
-from router.outbox import OutboxWorker
+from router.outbox import OutboxWorker, record_delivery_report
 from router.overflow import OverflowWorker
 from router.pipeline import RoutingWorker
 from router.routing import Routing
-from router.store import Store
+from router.store import RedisAdapterState, Store
 from router.systemd import Notifier
+from router.voice import VoicePrompter
 from router.yamlsource import ConfigError
 
 log = structlog.get_logger("router.app")
+
+TWILIO_CHANNELS = ("sms", "mms", "whatsapp", "voice")
 
 # Settings only a restart can change: a reload that changes them is refused.
 RESTART_ONLY = (
@@ -47,6 +51,7 @@ RESTART_ONLY = (
     ("state_dir",),
     ("ingest", "partitions"),
     ("instance_id",),
+    ("channels", "twilio", "enabled"),
 )
 
 
@@ -92,7 +97,10 @@ class Daemon:
     @staticmethod
     def sendable(cfg: Config) -> frozenset[str]:
         """Channels replies (and acknowledgements) can go out on."""
-        return frozenset({"api"} if cfg.channels.api.callback else ())
+        channels = {"api"} if cfg.channels.api.callback else set()
+        if cfg.channels.twilio.enabled:
+            channels |= set(TWILIO_CHANNELS)
+        return frozenset(channels)
 
     # -- run -------------------------------------------------------------------
     async def run(self) -> int:
@@ -117,6 +125,24 @@ class Daemon:
         senders: dict[str, Sender] = {}
         api_sender = ApiCallbackSender(self.config)
         senders["api"] = api_sender
+        closers = [api_sender.close]
+
+        async def report(outbox_id: str, status: str, error: str | None) -> None:
+            await record_delivery_report(store, outbox_id, status, error)
+
+        if cfg.channels.twilio.enabled:
+            twilio_ctx = AdapterContext(
+                ingest=ingestor.ingest,
+                state=RedisAdapterState(store, "twilio"),
+                report_delivery=report,
+                accepting=lambda: self.accepting,
+                voice_prompt=VoicePrompter(store, self.current_routing),
+            )
+            adapters.append(TwilioAdapter(self.config, twilio_ctx))
+            for channel in TWILIO_CHANNELS:
+                sender = TwilioSender(channel, self.config, twilio_ctx)
+                senders[channel] = sender
+                closers.append(sender.close)
         adapters.append(
             ApiAdapter(self.config, ingestor.ingest, self.metrics, lambda: self.accepting)
         )
@@ -204,7 +230,9 @@ class Daemon:
         for t in pending:
             t.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        await api_sender.close()
+        for close in closers:
+            with contextlib.suppress(Exception):
+                await close()
         stop_wait.cancel()
         await self._close_redis()
         log.info("stopped", seconds=round(time.monotonic() - started, 2))

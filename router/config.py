@@ -243,8 +243,55 @@ class ApiChannelSettings(Strict):
         return self
 
 
+class TwilioVoiceSettings(Strict):
+    """Incoming calls: a greeting in the caller's language, then a voicemail."""
+
+    enabled: bool = True
+    max_length: Duration = 120.0
+    # how long to wait for Twilio's transcription before routing the voicemail without it
+    transcription_wait: Duration = 600.0
+    # TTS voice per language (e.g. {te: Google.te-IN-Standard-A}); default: Twilio's
+    voices: dict[str, str] = {}
+    # spoken prompt per language with {eta}; the built-in ones cover common languages
+    prompts: dict[str, str] = {}
+
+
+class TwilioSettings(Strict):
+    """SMS, MMS, WhatsApp and voice through Twilio.
+
+    Webhooks (configure them on your Twilio numbers): ``POST
+    {http.public_url}/twilio/sms`` (messages), ``/twilio/sms/status``
+    (status callbacks), ``/twilio/voice`` (incoming calls) and
+    ``/twilio/voice/status`` (call status). Every request's
+    X-Twilio-Signature is checked against ``http.public_url``.
+    """
+
+    enabled: bool = False
+    account_sid: str = ""
+    auth_token: Secret | None = None
+    # our numbers (E.164, or whatsapp:+...); replies go out from the number
+    # the customer wrote to, else from default_sender
+    numbers: list[str] = []
+    default_sender: str | None = None
+    # sender per customer country (ISO 3166), e.g. {LV: "+37166000000"}
+    senders: dict[str, str] = {}
+    # WhatsApp allows free-form replies only this long after the customer's last message
+    whatsapp_window: Duration = 86400.0
+    # the Twilio REST API (a test emulator may stand in for it)
+    api_base_url: str = "https://api.twilio.com"
+    request_timeout: Duration = 10.0
+    voice: TwilioVoiceSettings = TwilioVoiceSettings()
+
+    @model_validator(mode="after")
+    def _complete(self) -> TwilioSettings:
+        if self.enabled and (not self.account_sid or self.auth_token is None):
+            raise ValueError("twilio needs account_sid and auth_token: {env: TWILIO_AUTH_TOKEN}")
+        return self
+
+
 class ChannelsSettings(Strict):
     api: ApiChannelSettings = ApiChannelSettings(enabled=False)
+    twilio: TwilioSettings = TwilioSettings()
 
 
 class IngestSettings(Strict):
@@ -705,6 +752,16 @@ def _cross_references(cfg: Config) -> Iterator[tuple[tuple[str | int, ...], str]
                     "not defined under calendars:"
                 ),
             )
+
+    twilio = cfg.channels.twilio
+    if twilio.enabled and not cfg.http.public_url:
+        yield (
+            ("channels", "twilio"),
+            (
+                "twilio needs http.public_url (the https URL Twilio calls, e.g. "
+                "https://support.example.com): webhook signatures are checked against it"
+            ),
+        )
 
     for lang, tpl in cfg.acknowledgements.templates.items():
         if lang not in languages:

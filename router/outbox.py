@@ -35,6 +35,9 @@ from router.store import Store
 
 log = structlog.get_logger("router.outbox")
 
+# Channels that send to a phone number: an opt-out (STOP) blocks them all.
+PHONE_CHANNELS = frozenset({"sms", "mms", "whatsapp", "voice"})
+
 # How long an outbox entry may sit with a consumer that stopped before
 # another daemon takes it over.
 STALE_AFTER_MS = 60_000
@@ -147,19 +150,30 @@ class OutboxWorker:
             await redis.xack(keys.outbox, OUTBOX_GROUP, entry_id)
             await redis.xdel(keys.outbox, entry_id)
             return
-        if not msg.channel or not msg.to or status is None:
-            # a minimal entry from an agent tool: complete and record it
-            conv = await redis.hgetall(keys.conversation(msg.conversation_id))
-            if not conv:
+        conv = await redis.hgetall(keys.conversation(msg.conversation_id))
+        if not conv:
+            await self._dead(
+                entry_id, msg, raw, f"conversation {msg.conversation_id} does not exist"
+            )
+            return
+        # a minimal entry from an agent tool gets its address; every reply
+        # gets what its sender needs (our number, the customer's last message)
+        address(msg, conv)
+        if status is None:
+            pipe = redis.pipeline(transaction=True)
+            record_outbound(pipe, keys, msg, int(cfg.routing.message_retention))
+            await pipe.execute()
+        if msg.channel in PHONE_CHANNELS:
+            consent = await redis.hget(keys.customer(conv.get("customer_id", "")), "consent_phone")
+            if consent == "opted_out":
                 await self._dead(
-                    entry_id, msg, raw, f"conversation {msg.conversation_id} does not exist"
+                    entry_id,
+                    msg,
+                    raw,
+                    "the customer opted out of messages (STOP); nothing is sent "
+                    "to this number until they send START",
                 )
                 return
-            address(msg, conv)
-            if status is None:
-                pipe = redis.pipeline(transaction=True)
-                record_outbound(pipe, keys, msg, int(cfg.routing.message_retention))
-                await pipe.execute()
         sender = self.senders.get(msg.channel)
         if sender is None:
             await self._dead(
@@ -260,3 +274,35 @@ class OutboxWorker:
             ],
         )
         self.metrics.dead_letters.labels("outbox").inc()
+
+
+# What a channel's delivery report says, as our delivery status.
+REPORTED = {
+    "delivered": "delivered",
+    "read": "delivered",
+    "failed": "failed",
+    "undelivered": "failed",
+}
+
+
+async def record_delivery_report(
+    store: Store, outbox_id: str, provider_status: str, error: str | None
+) -> None:
+    """A channel's report on a sent message (e.g. a Twilio status callback)."""
+    key = store.keys.delivery(outbox_id)
+    if not await store.redis.exists(key):
+        return
+    fields = {"provider_status": provider_status, "reported_at": f"{time.time():.3f}"}
+    if provider_status in REPORTED:
+        fields["status"] = REPORTED[provider_status]
+    if error:
+        fields["last_error"] = error
+    await store.redis.hset(key, mapping=fields)
+    if fields.get("status") == "failed":
+        log.warning(
+            "delivery_failed",
+            outbox_id=outbox_id,
+            provider_status=provider_status,
+            error=error,
+            action="the channel could not deliver it; see the delivery record",
+        )

@@ -395,6 +395,12 @@ class RoutingWorker:
             "timezone_source": decision.timezone_source if learned_zone else None,
             "country": decision.country,
         }
+        consent = msg.meta.get("consent")
+        if consent in ("stop", "start"):  # STOP / START on a phone channel
+            customer[f"consent_{msg.sender.kind}"] = (
+                "opted_out" if consent == "stop" else "opted_in"
+            )
+            customer[f"consent_{msg.sender.kind}_at"] = now_s
         conversation = {
             "id": conversation_id,
             "customer_id": ctx.customer_id,
@@ -408,6 +414,10 @@ class RoutingWorker:
             "last_activity": now_s,
             "language": decision.language,
             "queue": decision.queue,
+            # for replies: the address the customer wrote to, when they last wrote
+            "our_address": msg.meta.get("our_address"),
+            "last_inbound_at": now_s,
+            "country": decision.country,
         }
         timeline = {
             "direction": "in",

@@ -304,7 +304,12 @@ def _is_automatic(message: InboundMessage) -> bool:
     """
     meta = message.meta
     auto = meta.get("auto_submitted", "no").strip().lower()
-    return auto not in ("", "no") or meta.get("bulk") == "true" or meta.get("bounce") == "true"
+    return (
+        auto not in ("", "no")
+        or meta.get("bulk") == "true"
+        or meta.get("bounce") == "true"
+        or "consent" in meta  # STOP / START: never answer an opt-out with a message
+    )
 
 
 def decide(

@@ -181,3 +181,30 @@ class Store:
         import zlib
 
         return zlib.crc32(sender_key.encode()) % self.partitions
+
+
+class RedisAdapterState:
+    """:class:`~router.adapters.base.AdapterState` in Redis, under
+    ``{prefix}adapter:{name}:{key}``, values as JSON."""
+
+    def __init__(self, store: Store, name: str) -> None:
+        self.redis = store.redis
+        self.base = f"{store.keys.prefix}adapter:{name}:"
+
+    async def get(self, key: str) -> Any:
+        raw = await self.redis.get(self.base + key)
+        return None if raw is None else orjson.loads(raw)
+
+    async def put(self, key: str, value: Any, ttl: float | None = None) -> None:
+        await self.redis.set(self.base + key, orjson.dumps(value), ex=int(ttl) if ttl else None)
+
+    async def delete(self, key: str) -> None:
+        await self.redis.delete(self.base + key)
+
+    async def items(self, prefix: str) -> list[tuple[str, Any]]:
+        out = []
+        async for k in self.redis.scan_iter(match=self.base + prefix + "*", count=500):
+            raw = await self.redis.get(k)
+            if raw is not None:
+                out.append((k[len(self.base) :], orjson.loads(raw)))
+        return out

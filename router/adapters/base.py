@@ -10,7 +10,8 @@ Adapters never import routing, and routing never imports an adapter.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -56,3 +57,40 @@ class Sender(Protocol):
         exception is retried with backoff.
         """
         ...
+
+
+@dataclass(frozen=True)
+class VoicePrompt:
+    """What a phone line says to a caller: language, TTS locale, text."""
+
+    language: str
+    locale: str
+    text: str
+
+
+class AdapterState(Protocol):
+    """A little durable state an adapter keeps about its wire (e.g. a voicemail
+    waiting for its transcription); it survives restarts. Keys are the
+    adapter's own; values are JSON-able."""
+
+    async def get(self, key: str) -> Any: ...
+
+    async def put(self, key: str, value: Any, ttl: float | None = None) -> None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def items(self, prefix: str) -> list[tuple[str, Any]]: ...
+
+
+@dataclass
+class AdapterContext:
+    """What the daemon gives an adapter: the door in, its state, and a way to
+    report what happened to an outbound message. Nothing about routing."""
+
+    ingest: IngestFn
+    state: AdapterState
+    # (outbox id, status, error or None) -> recorded on the delivery record
+    report_delivery: Callable[[str, str, str | None], Awaitable[None]]
+    accepting: Callable[[], bool]
+    # what a phone line should say to a caller (language, honest ETA)
+    voice_prompt: Callable[[str, str], Awaitable[VoicePrompt]] | None = None
