@@ -153,7 +153,10 @@ def cmd_queue_pull(args: argparse.Namespace) -> int:
             if m.get("subject"):
                 print(f"subject:      {m['subject']}")
             print()
-            print(m.get("text", "(message no longer stored)"))
+            print(m.get("text") or "(no text)")
+            note = orjson.loads(m["meta"]).get("note") if m.get("meta") else None
+            if note:
+                print(f"[{note}]")
             print()
             print(
                 f"ack with:     router queue ack {entry.queue} {entry.entry_id} "

@@ -565,3 +565,16 @@ def choose_language(
     if code in served_codes:
         return code, "conversation", None  # type: ignore[return-value]
     return default, "default", None
+
+
+def language_for_country(country: str | None, served: list[str]) -> str | None:
+    """The first official language of ``country`` (CLDR) in ``served``: a
+    caller's likely language when a phone number is all we know."""
+    from babel.languages import get_official_languages
+
+    if not country:
+        return None
+    for code in get_official_languages(country.upper(), de_facto=True):
+        if code in served:
+            return str(code)
+    return None

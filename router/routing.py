@@ -33,7 +33,7 @@ from functools import lru_cache
 from router.acks import DEFAULT_TEMPLATES, format_eta, register_for, render
 from router.calendars import Calendar
 from router.config import PRIORITIES, Config, Rule, Target
-from router.language import Detection, LanguageDetector, choose_language
+from router.language import Detection, LanguageDetector, choose_language, language_for_country
 from router.model import Decision, InboundMessage
 from router.profiles.context import Context, conversation_joined
 from router.timezones import choose_timezone, zone_from_phone
@@ -329,12 +329,22 @@ def decide(
     conversation = joined or {}
     reasons: list[str] = []
 
-    # 1. language
+    # 1. language (and where the customer is: a phone number says)
+    phone = zone_from_phone(message.sender.value) if message.sender.kind == "phone" else None
+    country = (
+        (phone.country if phone else None)
+        or (message.hints.country or "").upper()
+        or customer.get("country")
+        or None
+    )
     detection: Detection | None = routing.detector.detect(message.text)
+    hints: list[str | None] = [message.hints.language, message.hints.locale]
+    if not message.text.strip():  # a missed call, a picture: the country's language
+        hints.append(language_for_country(country, rcfg.languages))
     language, language_source, confidence = choose_language(
         preference=customer.get("language_preference"),
         detection=detection,
-        hint=[message.hints.language, message.hints.locale],
+        hint=hints,
         conversation_language=conversation.get("language") if ongoing else None,
         default=rcfg.default_language,
         served=rcfg.languages,
@@ -349,20 +359,13 @@ def decide(
             extra = " (text too short to detect)"
         reasons.append(f"language {language}: {language_source.replace('_', ' ')}{extra}")
 
-    # 2. time zone and country
-    phone = zone_from_phone(message.sender.value) if message.sender.kind == "phone" else None
+    # 2. time zone
     timezone, timezone_source = choose_timezone(
         profile=customer.get("timezone"),
         browser=message.hints.timezone,
         phone=phone,
         date_offset=message.hints.date_offset,
         default=rcfg.default_timezone,
-    )
-    country = (
-        (phone.country if phone else None)
-        or (message.hints.country or "").upper()
-        or customer.get("country")
-        or None
     )
     reasons.append(
         f"customer time zone {timezone} (from {timezone_source.replace('_', ' ')})"

@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable
 
 from babel.core import get_global
-from babel.languages import get_official_languages
 
 from router.acks import render
 from router.adapters.base import VoicePrompt
+from router.language import language_for_country
 from router.model import Hints, Identity, InboundMessage
 from router.profiles.context import Context
 from router.profiles.identity import normalise_phone
@@ -41,16 +41,6 @@ VOICE_PROMPTS: dict[str, str] = {
     "ja": "お電話ありがとうございます。発信音の後にメッセージをお残しください。"
     "{eta}までに折り返しお電話いたします。",
 }
-
-
-def language_for_country(country: str | None, served: list[str]) -> str | None:
-    """The first official language of ``country`` (CLDR) that a team serves."""
-    if not country:
-        return None
-    for code in get_official_languages(country.upper(), de_facto=True):
-        if code in served:
-            return str(code)
-    return None
 
 
 def speech_locale(language: str) -> str:

@@ -500,10 +500,17 @@ SHORT_REPLIES = [
     ),
     case(
         "empty-text-falls-to-default",
-        Msg(""),
+        Msg("", channel="email", sender=EMAIL),
         WED_IN,  # 06:00Z: Latvia (listed before India) open
         language="en", language_source="default", queue="support-lv", team="latvia",
         reasons=("language en: default",),
+    ),
+    case(  # a missed call or a picture from +91: the number's country's language
+        "empty-text-from-a-phone-takes-its-country-language",
+        Msg(""),
+        WED_IN,
+        language="hi", language_source="channel_hint", queue="support-in", team="india",
+        reasons=("language hi: channel hint",),
     ),
     case(  # a message on a resolved conversation within the window reopens it
         "resolved-conversation-within-window-reopens",

@@ -322,13 +322,14 @@ class TwilioAdapter:
         message = InboundMessage(
             channel="voice",
             sender=_identity(phone),
-            text="Missed call, no voicemail. Please call back.",
+            text="",  # nothing the caller said: their number's country gives the language
             source_id=call,
             hints=Hints(country=params.get("FromCountry") or params.get("CallerCountry")),
             meta={
                 "our_address": params.get("To", ""),
                 "call_sid": call,
                 "kind": "missed_call",
+                "note": "Missed call, no voicemail: please call back.",
                 "provider": "twilio",
             },
         )
@@ -343,11 +344,16 @@ class TwilioAdapter:
         if phone is None:
             await self.ctx.state.delete(f"voicemail:{call}")
             return None
-        body = text.strip() or "(no transcription came for this voicemail)"
+        note = (
+            "Voicemail: please call back."
+            if text.strip()
+            else "Voicemail without a transcription: listen to the recording, then call back."
+        )
         message = InboundMessage(
             channel="voice",
             sender=_identity(phone),
-            text=f"Voicemail: {body}",
+            # the caller's own words only (they decide the language); ours go in meta
+            text=text.strip(),
             source_id=call,
             hints=Hints(country=pending.get("country")),
             attachments=[
@@ -362,6 +368,7 @@ class TwilioAdapter:
                 "call_sid": call,
                 "kind": "voicemail",
                 "recording_url": pending.get("url", ""),
+                "note": note,
                 "provider": "twilio",
             },
         )
@@ -373,9 +380,11 @@ class TwilioAdapter:
     async def _sweep_voicemails(self) -> None:
         """Voicemails whose transcription never came are routed without it."""
         while True:
-            await asyncio.sleep(15)
-            with contextlib.suppress(Exception):
+            await asyncio.sleep(min(15.0, max(0.5, self.settings.voice.transcription_wait / 2)))
+            try:
                 await self.sweep_once(time.time())
+            except Exception as exc:  # Redis away: try again next round
+                log.warning("voicemail_sweep_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def sweep_once(self, now: float) -> int:
         wait = self.settings.voice.transcription_wait
@@ -414,9 +423,11 @@ class TwilioSender:
             client = Client(
                 tw.account_sid,
                 tw.auth_token.value,
-                http_client=AsyncTwilioHttpClient(timeout=tw.request_timeout),
+                http_client=AsyncTwilioHttpClient(),
             )
             client.api.base_url = tw.api_base_url.rstrip("/")
+            # TWILIO_EDGE / TWILIO_REGION would rewrite the host of api_base_url
+            client.edge = client.region = None
             self._client, self._client_key = client, key
         return self._client
 
@@ -453,12 +464,14 @@ class TwilioSender:
         callback = (cfg.http.public_url or "").rstrip("/") + "/twilio/sms/status"
         for part in split_text(message.text):
             try:
-                sent = await client.messages.create_async(
-                    to=to,
-                    from_=sender,
-                    body=part,
-                    status_callback=callback if cfg.http.public_url else None,
-                )
+                # twilio's async client has no timeout of its own
+                async with asyncio.timeout(tw.request_timeout):
+                    sent = await client.messages.create_async(
+                        to=to,
+                        from_=sender,
+                        body=part,
+                        status_callback=callback if cfg.http.public_url else None,
+                    )
             except TwilioRestException as exc:
                 if exc.status in (400, 401, 403, 404):
                     raise PermanentSendError(f"Twilio error {exc.code}: {exc.msg}") from None

@@ -1,0 +1,400 @@
+"""SMS, WhatsApp and voice through Twilio, end to end: the daemon as a process,
+webhooks signed as Twilio signs them, replies through the real twilio client
+pointed at a local emulator of the REST API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis as redis_sync
+from twilio.request_validator import RequestValidator
+
+from router.adapters.twilio import split_text
+from tests.support import DaemonProcess, RedisServer, cli, free_port, wait_for, write_config
+from tests.twilio_emulator import TwilioEmulator, sign
+
+OUR_NUMBER = "+15005550006"
+HINDI = "नमस्ते, मेरा ऑर्डर अभी तक नहीं आया है, कृपया मदद करें।"
+LATVIAN = "Labdien, mans pasūtījums vēl nav pienācis, lūdzu palīdziet."
+
+
+def test_twilio_documented_signature_example() -> None:
+    """Twilio's own example (webhook security page), through the validator we use."""
+    params = {
+        "CallSid": "CA1234567890ABCDE",
+        "Caller": "+12349013030",
+        "Digits": "1234",
+        "From": "+12349013030",
+        "To": "+18005551212",
+    }
+    url = "https://mycompany.com/myapp.php?foo=1&bar=2"
+    assert sign("12345", url, params) == "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
+    assert RequestValidator("12345").validate(url, params, "0/KCTR6DLpKmkAf8muzZqo1nDgQ=")
+    assert not RequestValidator("12345").validate(
+        url, {**params, "Digits": "9"}, "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
+    )
+
+
+def test_long_texts_split_at_sentences() -> None:
+    text = ("This is a sentence of about forty characters. " * 60).strip()
+    parts = split_text(text)
+    assert len(parts) == 2 and all(len(p) <= 1600 for p in parts)
+    assert parts[0].endswith(".") and " ".join(parts) == text
+    assert split_text("short") == ["short"]
+    assert split_text("x" * 3300) == ["x" * 1600, "x" * 1600, "x" * 100]
+
+
+class Phone:
+    """Twilio's side of the daemon: signed webhooks in, the emulator for REST."""
+
+    def __init__(
+        self, daemon: DaemonProcess, emulator: TwilioEmulator, http: aiohttp.ClientSession
+    ) -> None:
+        self.daemon, self.emulator, self.http = daemon, emulator, http
+        self.sids = 0
+
+    async def post(
+        self,
+        path: str,
+        params: dict[str, str],
+        *,
+        token: str | None = None,
+        signed: bool = True,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> aiohttp.ClientResponse:
+        url = f"{self.daemon.url}{path}"
+        hdrs = {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})}
+        if signed:
+            hdrs["X-Twilio-Signature"] = sign(token or self.emulator.auth_token, url, params)
+        async with self.http.post(url, data=params if data is None else data, headers=hdrs) as resp:
+            await resp.read()
+            return resp
+
+    async def sms(
+        self, sender: str, body: str, sid: str | None = None, token: str | None = None, **extra: str
+    ) -> aiohttp.ClientResponse:
+        self.sids += 1
+        return await self.post(
+            "/twilio/sms",
+            {
+                "MessageSid": sid or f"SM{self.sids:032x}",
+                "AccountSid": self.emulator.account_sid,
+                "From": sender,
+                "To": OUR_NUMBER,
+                "Body": body,
+                "NumMedia": "0",
+                **extra,
+            },
+            token=token,
+        )
+
+
+@pytest.fixture
+async def phone(
+    tmp_path: Path, redis_server: RedisServer, twilio_emulator: TwilioEmulator
+) -> AsyncIterator[Phone]:
+    port = free_port()
+    config = write_config(
+        tmp_path / "router.yaml",
+        redis_server.url,
+        port,
+        **{
+            "http.public_url": f"http://127.0.0.1:{port}",
+            "channels.twilio": {
+                "enabled": True,
+                "account_sid": twilio_emulator.account_sid,
+                "auth_token": {"env": "TWILIO_AUTH_TOKEN"},
+                "numbers": [OUR_NUMBER],
+                "api_base_url": twilio_emulator.base_url,
+                "voice": {"transcription_wait": "2s"},
+            },
+            "routing": {
+                "languages": ["en", "hi", "lv", "ru"],
+                "default_language": "en",
+                "default_queue": "general",
+            },
+            "teams": {"india": {"languages": ["hi", "en"]}, "latvia": {"languages": ["lv", "ru"]}},
+            "queues": {
+                "support-in": {"team": "india"},
+                "support-lv": {"team": "latvia"},
+                "general": {},
+            },
+            "rules": [],
+        },
+    )
+    daemon = DaemonProcess(config, port, env={"TWILIO_AUTH_TOKEN": twilio_emulator.auth_token})
+    daemon.start()
+    async with aiohttp.ClientSession() as http:
+        yield Phone(daemon, twilio_emulator, http)
+    daemon.stop()
+
+
+def entries(r: redis_sync.Redis, queue: str) -> list[dict[str, str]]:
+    return [f for b in range(4) for _, f in r.xrange(f"router:q:{{{queue}}}:p{b}")]
+
+
+def decision(r: redis_sync.Redis, entry: dict[str, str]) -> dict[str, Any]:
+    return json.loads(r.hget(f"router:msg:{{{entry['message_id']}}}", "decision"))
+
+
+async def until(predicate: Any, timeout: float = 15, what: str = "") -> Any:
+    for _ in range(int(timeout / 0.05)):
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_sms_in_hindi_and_latvian_reach_their_teams_in_their_zones(
+    phone: Phone, redis_server: RedisServer
+) -> None:
+    r = redis_server.client()
+    resp = await phone.sms("+919812345678", HINDI, FromCountry="IN")
+    assert resp.status == 200 and resp.content_type == "text/xml"
+    assert (await phone.sms("+37129123456", LATVIAN)).status == 200
+    (hi,) = await until(lambda: entries(r, "support-in"), what="Hindi routed")
+    (lv,) = await until(lambda: entries(r, "support-lv"), what="Latvian routed")
+    d = decision(r, hi)
+    assert (hi["channel"], d["language"], d["timezone"], d["country"]) == (
+        "sms",
+        "hi",
+        "Asia/Kolkata",
+        "IN",
+    )
+    d = decision(r, lv)
+    assert (d["language"], d["timezone"], d["timezone_source"], d["country"]) == (
+        "lv",
+        "Europe/Riga",
+        "phone",
+        "LV",
+    )
+    # each new conversation got an acknowledgement in its language, from our number
+    sent = await until(
+        lambda: len(phone.emulator.messages) >= 2 and phone.emulator.messages,
+        what="acknowledgements sent",
+    )
+    by_to = {m["to"]: m for m in sent}
+    assert by_to["+919812345678"]["from"] == OUR_NUMBER
+    assert "धन्यवाद" in by_to["+919812345678"]["body"] or "संदेश" in by_to["+919812345678"]["body"]
+    assert "ziņ" in by_to["+37129123456"]["body"]
+
+
+async def test_forged_missing_replayed_huge_and_malformed_requests(
+    phone: Phone, redis_server: RedisServer
+) -> None:
+    r = redis_server.client()
+    forged = await phone.sms("+919812345678", "hi", token="not-the-token")
+    assert forged.status == 403
+    unsigned = await phone.post(
+        "/twilio/sms", {"MessageSid": "SMx", "From": "+919812345678", "Body": "hi"}, signed=False
+    )
+    assert unsigned.status == 403
+    # a Twilio retry of one message: stored once
+    for _ in range(3):
+        assert (await phone.sms("+919812345678", "same one", sid="SM" + "a" * 32)).status == 200
+    huge = await phone.sms("+919812345678", "x" * (2 * 1024 * 1024))
+    assert huge.status == 413
+    garbage = await phone.post(
+        "/twilio/sms", {}, data=b"\xff\xfe%%%=&&=", headers={"Content-Type": "text/plain"}
+    )
+    assert garbage.status == 400
+    no_sid = await phone.post("/twilio/sms", {"From": "+919812345678", "Body": "x"})
+    assert no_sid.status == 400
+    ok = await phone.sms("+37129123456", LATVIAN)
+    assert ok.status == 200  # still serving
+    await until(lambda: entries(r, "support-lv"), what="routed after the bad requests")
+    texts = [
+        r.hget(f"router:msg:{{{e['message_id']}}}", "text")
+        for e in entries(r, "support-in") + entries(r, "general")
+    ]
+    assert texts == ["same one"]
+    assert phone.daemon.events("twilio_signature_rejected")
+
+
+async def test_voicemail_with_transcription_is_a_call_back_task(
+    phone: Phone, redis_server: RedisServer
+) -> None:
+    r = redis_server.client()
+    call = {
+        "CallSid": "CA" + "1" * 32,
+        "From": "+919812345678",
+        "To": OUR_NUMBER,
+        "CallStatus": "ringing",
+        "FromCountry": "IN",
+    }
+    resp = await phone.post("/twilio/voice", call)
+    assert resp.status == 200
+    async with phone.http.post(
+        f"{phone.daemon.url}/twilio/voice",
+        data=call,
+        headers={
+            "X-Twilio-Signature": sign(
+                phone.emulator.auth_token, f"{phone.daemon.url}/twilio/voice", call
+            )
+        },
+    ) as again:
+        twiml = await again.text()
+    assert '<Say language="hi-IN">' in twiml and "कॉल करने के लिए धन्यवाद" in twiml
+    assert 'transcribe="true"' in twiml and "/twilio/voice/transcription" in twiml
+    recording = "https://api.twilio.com/2010-04-01/Accounts/AC/Recordings/RE1"
+    assert (
+        await phone.post(
+            "/twilio/voice/recorded", {**call, "RecordingUrl": recording, "RecordingDuration": "14"}
+        )
+    ).status == 200
+    assert (
+        await phone.post("/twilio/voice/status", {**call, "CallStatus": "completed"})
+    ).status == 204
+    assert entries(r, "support-in") == []  # waits for its transcription
+    assert (
+        await phone.post(
+            "/twilio/voice/transcription",
+            {
+                **call,
+                "TranscriptionStatus": "completed",
+                "RecordingUrl": recording,
+                "TranscriptionText": "मेरा ऑर्डर अभी तक नहीं आया, कृपया मुझे वापस कॉल करें",
+            },
+        )
+    ).status == 204
+    (task,) = await until(lambda: entries(r, "support-in"), what="voicemail routed")
+    msg = r.hgetall(f"router:msg:{{{task['message_id']}}}")
+    assert task["channel"] == "voice" and msg["source_id"] == call["CallSid"]
+    assert msg["text"].startswith("मेरा ऑर्डर") and decision(r, task)["language"] == "hi"
+    assert json.loads(msg["meta"])["call_sid"] == call["CallSid"]
+    assert json.loads(msg["attachments"])[0]["url"] == recording
+
+
+async def test_voicemail_without_transcription_and_missed_call(
+    phone: Phone, redis_server: RedisServer
+) -> None:
+    r = redis_server.client()
+    silent = {"CallSid": "CA" + "2" * 32, "From": "+37129123456", "To": OUR_NUMBER}
+    await phone.post(
+        "/twilio/voice/recorded",
+        {**silent, "RecordingUrl": "https://x/RE2", "RecordingDuration": "9"},
+    )
+    missed = {
+        "CallSid": "CA" + "3" * 32,
+        "From": "+37129123457",
+        "To": OUR_NUMBER,
+        "CallStatus": "completed",
+    }
+    assert (await phone.post("/twilio/voice/status", missed)).status == 204
+    # the transcription never comes: after transcription_wait it is routed with a note
+    tasks = await until(
+        lambda: len(entries(r, "support-lv")) == 2 and entries(r, "support-lv"),
+        timeout=30,
+        what="voicemail and missed call routed",
+    )
+    notes = sorted(
+        json.loads(r.hget(f"router:msg:{{{t['message_id']}}}", "meta"))["note"] for t in tasks
+    )
+    assert notes == [
+        "Missed call, no voicemail: please call back.",
+        "Voicemail without a transcription: listen to the recording, then call back.",
+    ]
+    # no words from the caller: their number's country gave the language (Latvian)
+    assert {decision(r, t)["language"] for t in tasks} == {"lv"}
+
+
+async def test_replies_status_callbacks_consent_and_whatsapp_window(
+    phone: Phone, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    r = redis_server.client()
+    em = phone.emulator
+    await phone.sms("+919812345678", HINDI)
+    (entry,) = await until(lambda: entries(r, "support-in"), what="routed")
+    conv = entry["conversation_id"]
+    await until(lambda: len(em.messages) == 1, what="the acknowledgement")
+    config = phone.daemon.config
+    long_reply = "Your order has shipped today. " * 70
+    out = cli(config, "reply", conv, "--text", long_reply, "--agent", "asha", "--json")
+    assert out.returncode == 0, out.stderr
+    outbox_id = json.loads(out.stdout)["outbox_id"]
+    await until(lambda: len(em.messages) == 3, what="the reply, in two parts")
+    parts = em.messages[1:]
+    assert all(m["to"] == "+919812345678" and m["from"] == OUR_NUMBER for m in parts)
+    assert " ".join(m["body"] for m in parts) == long_reply.strip()
+    delivery = await until(
+        lambda: (
+            r.hget(f"router:delivery:{{{outbox_id}}}", "status") == "sent"
+            and r.hgetall(f"router:delivery:{{{outbox_id}}}")
+        ),
+        what="sent",
+    )
+    assert delivery["provider_id"] == ",".join(m["sid"] for m in parts)
+    # Twilio reports delivery through the signed status callback
+    assert await em.send_status(parts[0]["sid"], "delivered") == 204
+    assert r.hget(f"router:delivery:{{{outbox_id}}}", "status") == "delivered"
+
+    # STOP: recorded on the profile; nothing is sent any more, not even an acknowledgement
+    await phone.sms("+919812345678", "STOP")
+    customer = entry["customer_id"]
+    await until(
+        lambda: r.hget(f"router:customer:{{{customer}}}", "consent_phone") == "opted_out",
+        what="opt-out recorded",
+    )
+    out = cli(config, "reply", conv, "--text", "Are you still there?", "--json")
+    stopped = json.loads(out.stdout)["outbox_id"]
+    await until(
+        lambda: r.hget(f"router:delivery:{{{stopped}}}", "status") == "failed", what="refused"
+    )
+    assert "opted out" in r.hget(f"router:delivery:{{{stopped}}}", "last_error")
+    assert len(em.messages) == 3
+    await phone.sms("+919812345678", "START")
+    await until(
+        lambda: r.hget(f"router:customer:{{{customer}}}", "consent_phone") == "opted_in",
+        what="opt-in recorded",
+    )
+    cli(config, "reply", conv, "--text", "Welcome back")
+    await until(lambda: len(em.messages) == 4, what="sent again after START")
+
+    # WhatsApp: replies go out as WhatsApp inside the 24-hour window, refused outside it
+    await phone.sms("whatsapp:+37129123456", LATVIAN, ProfileName="Ilze")
+    (wa,) = await until(lambda: entries(r, "support-lv"), what="WhatsApp routed")
+    assert wa["channel"] == "whatsapp"
+    await until(
+        lambda: any(m["to"] == "whatsapp:+37129123456" for m in em.messages),
+        what="WhatsApp acknowledgement",
+    )
+    r.hset(f"router:conv:{{{wa['conversation_id']}}}", "last_inbound_at", "1000")
+    out = cli(config, "reply", wa["conversation_id"], "--text", "Labdien!", "--json")
+    late = json.loads(out.stdout)["outbox_id"]
+    await until(
+        lambda: r.hget(f"router:delivery:{{{late}}}", "status") == "failed",
+        what="refused outside the window",
+    )
+    assert "24-hour customer-care window" in r.hget(f"router:delivery:{{{late}}}", "last_error")
+
+
+async def test_twilio_errors_are_retried_or_refused(
+    phone: Phone, redis_server: RedisServer
+) -> None:
+    r = redis_server.client()
+    em = phone.emulator
+    em.reject(to="+37129123456", code=21610)  # Twilio: unsubscribed recipient
+    await phone.sms("+37129123456", LATVIAN)
+    (entry,) = await until(lambda: entries(r, "support-lv"), what="routed")
+    dead = await until(lambda: r.xrange("router:deadletter"), what="dead letter")
+    assert "Twilio error 21610" in dead[0][1]["reason"]
+    em.clear_faults()
+    em.fail_next(status=503, times=1)
+    out = cli(phone.daemon.config, "reply", entry["conversation_id"], "--text", "Paldies", "--json")
+    oid = json.loads(out.stdout)["outbox_id"]
+    d = await until(
+        lambda: (
+            r.hget(f"router:delivery:{{{oid}}}", "status") == "sent"
+            and r.hgetall(f"router:delivery:{{{oid}}}")
+        ),
+        what="sent after a retry",
+    )
+    assert d["attempts"] == "2"
