@@ -16,7 +16,7 @@ import redis as redis_sync
 from twilio.request_validator import RequestValidator
 
 from router.adapters.twilio import split_text
-from tests.support import DaemonProcess, RedisServer, cli, free_port, wait_for, write_config
+from tests.support import DaemonProcess, RedisServer, cli, free_port, write_config
 from tests.twilio_emulator import TwilioEmulator, sign
 
 OUR_NUMBER = "+15005550006"
