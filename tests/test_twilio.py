@@ -243,6 +243,7 @@ async def test_voicemail_with_transcription_is_a_call_back_task(
     ) as again:
         twiml = await again.text()
     assert '<Say language="hi-IN">' in twiml and "कॉल करने के लिए धन्यवाद" in twiml
+    assert "GMT+05:30" in twiml  # the call-back time, in the caller's local time
     assert 'transcribe="true"' in twiml and "/twilio/voice/transcription" in twiml
     recording = "https://api.twilio.com/2010-04-01/Accounts/AC/Recordings/RE1"
     assert (
