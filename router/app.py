@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from router.adapters.api import ApiAdapter, ApiCallbackSender
 from router.adapters.base import Adapter, AdapterContext, Sender
 from router.adapters.twilio import TwilioAdapter, TwilioSender
+from router.adapters.x import XAdapter, XSender
 from router.agent import AgentClient
 from router.config import Config, load_config
 from router.embedded import EmbeddedRedis
@@ -43,6 +44,7 @@ from router.yamlsource import ConfigError
 log = structlog.get_logger("router.app")
 
 TWILIO_CHANNELS = ("sms", "mms", "whatsapp", "voice")
+X_CHANNELS = ("x", "x_dm")
 
 # Settings only a restart can change: a reload that changes them is refused.
 RESTART_ONLY = (
@@ -52,6 +54,7 @@ RESTART_ONLY = (
     ("ingest", "partitions"),
     ("instance_id",),
     ("channels", "twilio", "enabled"),
+    ("channels", "x", "enabled"),
 )
 
 
@@ -86,6 +89,7 @@ class Daemon:
         self.embedded: EmbeddedRedis | None = None
         self.store: Store | None = None
         self.http_port: int | None = None
+        self.adapters: list[Adapter] = []
 
     def config(self) -> Config:
         return self.cfg
@@ -100,6 +104,8 @@ class Daemon:
         channels = {"api"} if cfg.channels.api.callback else set()
         if cfg.channels.twilio.enabled:
             channels |= set(TWILIO_CHANNELS)
+        if cfg.channels.x.enabled:
+            channels |= set(X_CHANNELS)
         return frozenset(channels)
 
     # -- run -------------------------------------------------------------------
@@ -121,7 +127,7 @@ class Daemon:
         ingestor = Ingestor(store, cfg.ingest.dedup_ttl)
         await ingestor.start()
 
-        adapters: list[Adapter] = []
+        adapters: list[Adapter] = self.adapters
         senders: dict[str, Sender] = {}
         api_sender = ApiCallbackSender(self.config)
         senders["api"] = api_sender
@@ -130,6 +136,19 @@ class Daemon:
         async def report(outbox_id: str, status: str, error: str | None) -> None:
             await record_delivery_report(store, outbox_id, status, error)
 
+        if cfg.channels.x.enabled:
+            x_ctx = AdapterContext(
+                ingest=ingestor.ingest,
+                state=RedisAdapterState(store, "x"),
+                report_delivery=report,
+                accepting=lambda: self.accepting,
+                node=cfg.node_id,
+            )
+            adapters.append(XAdapter(self.config, x_ctx))
+            for channel in X_CHANNELS:
+                x_sender = XSender(channel, self.config)
+                senders[channel] = x_sender
+                closers.append(x_sender.close)
         if cfg.channels.twilio.enabled:
             twilio_ctx = AdapterContext(
                 ingest=ingestor.ingest,
@@ -288,6 +307,10 @@ class Daemon:
                 for s in await AgentClient(self.store).status():
                     self.metrics.queue_depth.labels(s.queue).set(s.depth)
                     self.metrics.queue_oldest_age.labels(s.queue).set(s.oldest_age_seconds or 0)
+        for a in self.adapters:
+            self.metrics.adapter_ready.labels(a.name).set(1.0 if a.ready()[0] else 0.0)
+            for name, value in getattr(a, "gauges", dict)().items():
+                self.metrics.adapter_state.labels(a.name, name).set(value)
         return self.metrics.render()
 
     # -- reload ----------------------------------------------------------------

@@ -289,9 +289,59 @@ class TwilioSettings(Strict):
         return self
 
 
+class XSettings(Strict):
+    """Mentions, brand search and direct messages on X, polled with tweepy.
+
+    App-only ``bearer_token`` reads mentions and search; OAuth 1.0a user
+    credentials (``consumer_key``... of the support account) read and send
+    DMs and post replies.
+    """
+
+    enabled: bool = False
+    account_id: str = ""  # the support account's numeric user id
+    bearer_token: Secret | None = None
+    consumer_key: Secret | None = None
+    consumer_secret: Secret | None = None
+    access_token: Secret | None = None
+    access_token_secret: Secret | None = None
+    poll_interval: Duration = 60.0
+    direct_messages: bool = True
+    # posts that name the brand without tagging it, e.g. '"Acme Shoes" -is:retweet'
+    search_query: str | None = None
+    # only one daemon polls the account at a time; the lease lasts this long
+    lease_ttl: Duration = 180.0
+    # the X API (a test emulator may stand in for it)
+    api_base_url: str = "https://api.twitter.com"
+
+    @model_validator(mode="after")
+    def _complete(self) -> XSettings:
+        if self.enabled:
+            missing = [
+                k
+                for k in (
+                    "bearer_token",
+                    "consumer_key",
+                    "consumer_secret",
+                    "access_token",
+                    "access_token_secret",
+                )
+                if getattr(self, k) is None
+            ]
+            if not self.account_id or missing:
+                raise ValueError(
+                    "x needs account_id and the secrets "
+                    + ", ".join(missing or ["(all given)"])
+                    + " (e.g. bearer_token: {env: X_BEARER_TOKEN})"
+                )
+            if self.lease_ttl <= self.poll_interval:
+                raise ValueError("lease_ttl must be longer than poll_interval")
+        return self
+
+
 class ChannelsSettings(Strict):
     api: ApiChannelSettings = ApiChannelSettings(enabled=False)
     twilio: TwilioSettings = TwilioSettings()
+    x: XSettings = XSettings()
 
 
 class IngestSettings(Strict):

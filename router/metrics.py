@@ -72,6 +72,18 @@ class Metrics:
         self.partitions_owned = Gauge(
             "router_ingest_partitions_owned", "Ingest partitions this daemon routes", registry=r
         )
+        self.adapter_ready = Gauge(
+            "router_adapter_ready",
+            "1 while a channel adapter is connected and working",
+            ["adapter"],
+            registry=r,
+        )
+        self.adapter_state = Gauge(
+            "router_adapter_state",
+            "What a channel adapter reports about itself",
+            ["adapter", "name"],
+            registry=r,
+        )
         self.config_reloads = Counter(
             "router_config_reloads_total",
             "Config reloads (result=ok|error)",

@@ -189,7 +189,12 @@ class RedisAdapterState:
 
     def __init__(self, store: Store, name: str) -> None:
         self.redis = store.redis
+        self.scripts = store.scripts
         self.base = f"{store.keys.prefix}adapter:{name}:"
+
+    async def lease(self, key: str, owner: str, ttl: float) -> bool:
+        held = await self.scripts.lease(keys=[self.base + key], args=[owner, int(ttl * 1000)])
+        return bool(held and int(held[0]) == 1)
 
     async def get(self, key: str) -> Any:
         raw = await self.redis.get(self.base + key)

@@ -81,6 +81,11 @@ class AdapterState(Protocol):
 
     async def items(self, prefix: str) -> list[tuple[str, Any]]: ...
 
+    async def lease(self, key: str, owner: str, ttl: float) -> bool:
+        """Take or keep an exclusive lease (e.g. "only one daemon polls this
+        account"); True while ``owner`` holds it."""
+        ...
+
 
 @dataclass
 class AdapterContext:
@@ -94,3 +99,5 @@ class AdapterContext:
     accepting: Callable[[], bool]
     # what a phone line should say to a caller (language, honest ETA)
     voice_prompt: Callable[[str, str], Awaitable[VoicePrompt]] | None = None
+    # this daemon's name (lease owner)
+    node: str = ""

@@ -24,6 +24,7 @@ _CHANNEL_KIND = {
     "whatsapp": "phone",
     "voice": "phone",
     "x": "x",
+    "x_dm": "x",
     "chat": "chat",
 }
 
