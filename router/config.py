@@ -829,6 +829,10 @@ def _cross_references(cfg: Config) -> Iterator[tuple[tuple[str | int, ...], str]
 
 
 def _secrets(obj: BaseModel, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple, Secret]]:
+    """Every secret of the config, with its path; a disabled channel's secrets
+    are not needed (and need not be set)."""
+    if getattr(obj, "enabled", True) is False:
+        return
     for name in type(obj).model_fields:
         value = getattr(obj, name)
         here = (*path, name)

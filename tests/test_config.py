@@ -217,3 +217,23 @@ def test_check_config_cli(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert out.stderr.startswith(f"{bad}:20: rule 'es' targets queue 'genral'")
+
+
+def test_disabled_channels_need_no_secrets(tmp_path: Path) -> None:
+    twilio = (
+        "  twilio:\n    enabled: {on}\n    account_sid: AC1\n"
+        "    auth_token: {{env: UNSET_TWILIO_TOKEN}}\n"
+    )
+    off = GOOD.replace(
+        "    token: {env: TEST_TOKEN}\n",
+        "    token: {env: TEST_TOKEN}\n" + twilio.format(on="false"),
+    )
+    cfg = load_config(write(tmp_path, off), env={"TEST_TOKEN": "t"})
+    assert not cfg.channels.twilio.enabled  # its unset token does not matter
+    on = off.replace("enabled: false", "enabled: true").replace(
+        "version: 1\n", "version: 1\nhttp:\n  public_url: https://support.example.com\n"
+    )
+    (msg,) = problems(write(tmp_path, on))
+    assert msg.endswith(
+        "channels.twilio.auth_token: environment variable UNSET_TWILIO_TOKEN is not set or empty"
+    )
