@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from router.adapters.api import ApiAdapter, ApiCallbackSender
 from router.adapters.base import Adapter, AdapterContext, Sender
+from router.adapters.chat import ChatAdapter, ChatHub, ChatSender
 from router.adapters.twilio import TwilioAdapter, TwilioSender
 from router.adapters.x import XAdapter, XSender
 from router.agent import AgentClient
@@ -55,6 +56,7 @@ RESTART_ONLY = (
     ("instance_id",),
     ("channels", "twilio", "enabled"),
     ("channels", "x", "enabled"),
+    ("channels", "chat", "enabled"),
 )
 
 
@@ -106,6 +108,8 @@ class Daemon:
             channels |= set(TWILIO_CHANNELS)
         if cfg.channels.x.enabled:
             channels |= set(X_CHANNELS)
+        if cfg.channels.chat.enabled:
+            channels.add("chat")
         return frozenset(channels)
 
     # -- run -------------------------------------------------------------------
@@ -136,6 +140,17 @@ class Daemon:
         async def report(outbox_id: str, status: str, error: str | None) -> None:
             await record_delivery_report(store, outbox_id, status, error)
 
+        if cfg.channels.chat.enabled:
+            hub = ChatHub(store.redis, store.keys.prefix)
+            chat_ctx = AdapterContext(
+                ingest=ingestor.ingest,
+                state=RedisAdapterState(store, "chat"),
+                report_delivery=report,
+                accepting=lambda: self.accepting,
+                node=cfg.node_id,
+            )
+            adapters.append(ChatAdapter(self.config, chat_ctx, hub))
+            senders["chat"] = ChatSender(self.config, hub)
         if cfg.channels.x.enabled:
             x_ctx = AdapterContext(
                 ingest=ingestor.ingest,

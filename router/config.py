@@ -338,8 +338,36 @@ class XSettings(Strict):
         return self
 
 
+class ChatSettings(Strict):
+    """Web chat: a WebSocket at ``/chat/ws`` and the widget at ``/chat/widget.js``."""
+
+    enabled: bool = False
+    # signs visitor tokens (HMAC-SHA256): a visitor can only ever resume their own chat
+    secret: Secret | None = None
+    # pages allowed to open the socket (their Origin), e.g. https://www.example.com
+    allowed_origins: list[str] = []
+    max_frame_bytes: int = Field(default=16_384, ge=256)
+    max_text_chars: int = Field(default=4_000, ge=1)
+    # per connection: at most `burst` messages at once, refilled at `rate` per second
+    rate: float = Field(default=1.0, gt=0)
+    burst: int = Field(default=8, ge=1)
+    # what is kept for a visitor to resume (agent replies after a reconnect)
+    history: int = Field(default=500, ge=10)
+    history_ttl: Duration = 7 * 86400.0
+    # a visitor not connected for this long is "gone": replies also go by e-mail
+    # (a transcript) when they gave an address
+    away_after: Duration = 120.0
+
+    @model_validator(mode="after")
+    def _secret(self) -> ChatSettings:
+        if self.enabled and self.secret is None:
+            raise ValueError("chat needs a secret to sign visitor tokens: {env: CHAT_SECRET}")
+        return self
+
+
 class ChannelsSettings(Strict):
     api: ApiChannelSettings = ApiChannelSettings(enabled=False)
+    chat: ChatSettings = ChatSettings()
     twilio: TwilioSettings = TwilioSettings()
     x: XSettings = XSettings()
 

@@ -1,0 +1,408 @@
+"""Web chat: a WebSocket endpoint, an embeddable widget, replies pushed live.
+
+Protocol (JSON text frames, documented in docs/chat-protocol.md):
+
+visitor -> daemon
+    ``{"type": "hello", "token"?, "timezone"?, "locale"?, "page"?, "last_seen"?}``
+    ``{"type": "message", "id": "<client id>", "text": "..."}``
+    ``{"type": "email", "email": "ana@example.com"}``   (optional: "leave your e-mail")
+    ``{"type": "typing"}``
+daemon -> visitor
+    ``{"type": "welcome", "token", "visitor"}``         (keep the token for next time)
+    ``{"type": "ack", "id", "message_id", "duplicate"}`` (the message is stored)
+    ``{"type": "message", "event", "from": "agent"|"system", "text", "agent"?, "at"}``
+    ``{"type": "typing", "from": "agent"}``
+    ``{"type": "error", "code", "message"}``             (the connection stays open)
+
+A visitor's token is their visitor id signed with HMAC-SHA256: a visitor can
+only ever resume their own chat. Every message pushed to a visitor is kept
+in a Redis stream, so after a reconnect the widget sends the last event it
+saw and gets everything after it; replies reach the socket on whichever
+daemon holds it (Redis pub/sub). The ``Origin`` of the page must be allowed;
+frames are size-limited and messages rate-limited per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import WSMsgType, web
+from redis.asyncio import Redis
+
+from router.adapters.base import AdapterContext
+from router.config import ChatSettings, Config
+from router.ingest import StoreUnavailable
+from router.model import Hints, Identity, InboundMessage, OutboundMessage
+from router.profiles.identity import normalise_email
+
+log = structlog.get_logger("router.chat")
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+VISITOR_RE = re.compile(r"^v_[A-Za-z0-9_-]{16,64}$")
+
+
+def sign_visitor(secret: str, visitor: str) -> str:
+    mac = hmac.new(secret.encode(), visitor.encode(), hashlib.sha256).digest()
+    return f"{visitor}.{base64.urlsafe_b64encode(mac).decode().rstrip('=')}"
+
+
+def verify_token(secret: str, token: str) -> str | None:
+    """The visitor id a token names, if the token is genuine."""
+    visitor, _, _ = token.rpartition(".")
+    if not VISITOR_RE.match(visitor):
+        return None
+    return visitor if hmac.compare_digest(sign_visitor(secret, visitor), token) else None
+
+
+class Bucket:
+    """Token bucket: ``burst`` messages at once, refilled at ``rate`` per second."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens, self.at = float(burst), time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class ChatHub:
+    """Where pushed events live (a stream per visitor) and how every daemon
+    hears of them (pub/sub), so a reply reaches the socket wherever it is."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.channel = f"{prefix}chat:push"
+        self.sockets: dict[str, set[web.WebSocketResponse]] = {}
+
+    def events_key(self, visitor: str) -> str:
+        return f"{self.prefix}chat:{{{visitor}}}:events"
+
+    def online_key(self, visitor: str) -> str:
+        return f"{self.prefix}chat:{{{visitor}}}:online"
+
+    async def push(self, visitor: str, event: dict[str, Any], keep: int, ttl: float) -> str:
+        key = self.events_key(visitor)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xadd(key, {"e": orjson.dumps(event)}, maxlen=keep, approximate=True)
+        pipe.expire(key, int(ttl))
+        event_id = (await pipe.execute())[0]
+        await self.redis.publish(self.channel, orjson.dumps({"v": visitor, "id": event_id}))
+        return str(event_id)
+
+    async def since(self, visitor: str, last: str | None) -> list[tuple[str, dict[str, Any]]]:
+        start = f"({last}" if last else "-"
+        rows = await self.redis.xrange(self.events_key(visitor), min=start)
+        return [(i, orjson.loads(f["e"])) for i, f in rows]
+
+    async def listen(self) -> None:
+        """Deliver every pushed event to the sockets this daemon holds."""
+        pubsub = self.redis.pubsub()
+        await pubsub.subscribe(self.channel)
+        try:
+            async for note in pubsub.listen():
+                if note.get("type") != "message":
+                    continue
+                data = orjson.loads(note["data"])
+                for ws in list(self.sockets.get(data["v"], ())):
+                    rows = await self.redis.xrange(
+                        self.events_key(data["v"]), data["id"], data["id"]
+                    )
+                    for event_id, fields in rows:
+                        with contextlib.suppress(ConnectionError, RuntimeError):
+                            await ws.send_str(_event_frame(event_id, orjson.loads(fields["e"])))
+        finally:
+            await pubsub.aclose()
+
+
+def _event_frame(event_id: str, event: dict[str, Any]) -> str:
+    return orjson.dumps({"type": "message", "event": event_id, **event}).decode()
+
+
+class ChatAdapter:
+    """Serves ``/chat/ws`` (the socket), ``/chat/widget.js`` and ``/chat/demo``."""
+
+    name = "chat"
+
+    def __init__(self, get_config: Callable[[], Config], ctx: AdapterContext, hub: ChatHub) -> None:
+        self.get_config = get_config
+        self.ctx = ctx
+        self.hub = hub
+        self._listener: asyncio.Task[None] | None = None
+
+    @property
+    def settings(self) -> ChatSettings:
+        return self.get_config().channels.chat
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/chat/ws", self.socket),
+            web.get("/chat/widget.js", self.widget),
+            web.get("/chat/demo", self.demo),
+        ]
+
+    async def start(self) -> None:
+        self._listener = asyncio.create_task(self.hub.listen(), name="chat-push")
+
+    async def stop(self) -> None:
+        for sockets in list(self.hub.sockets.values()):
+            for ws in list(sockets):
+                await ws.close(code=1001, message=b"server shutting down")
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listener
+
+    def ready(self) -> tuple[bool, str]:
+        alive = self._listener is not None and not self._listener.done()
+        return alive, "ok" if alive else "push listener stopped"
+
+    def gauges(self) -> dict[str, float]:
+        return {"open_sockets": float(sum(len(s) for s in self.hub.sockets.values()))}
+
+    async def widget(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(
+            STATIC / "chat-widget.js", headers={"Cache-Control": "public, max-age=300"}
+        )
+
+    async def demo(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / "chat-demo.html")
+
+    # -- the socket ---------------------------------------------------------------
+    async def socket(self, request: web.Request) -> web.StreamResponse:
+        chat = self.settings
+        origin = request.headers.get("Origin", "")
+        allowed = set(chat.allowed_origins) | {_own_origin(request)}
+        if origin not in allowed:
+            log.warning(
+                "chat_origin_refused",
+                origin=origin,
+                action="add the site to channels.chat.allowed_origins if it is yours",
+            )
+            return web.json_response({"error": f"origin {origin!r} is not allowed"}, status=403)
+        ws = web.WebSocketResponse(heartbeat=25, max_msg_size=chat.max_frame_bytes * 4)
+        await ws.prepare(request)
+        session = Session(self, ws)
+        try:
+            await session.run()
+        finally:
+            session.close()
+        return ws
+
+
+def _own_origin(request: web.Request) -> str:
+    return f"{request.scheme}://{request.host}"
+
+
+class Session:
+    """One open socket."""
+
+    def __init__(self, adapter: ChatAdapter, ws: web.WebSocketResponse) -> None:
+        self.adapter = adapter
+        self.ws = ws
+        self.visitor: str | None = None
+        self.hints = Hints()
+        self.email: str | None = None
+        chat = adapter.settings
+        self.bucket = Bucket(chat.rate, chat.burst)
+
+    async def error(self, code: str, message: str) -> None:
+        await self.ws.send_str(
+            orjson.dumps({"type": "error", "code": code, "message": message}).decode()
+        )
+
+    async def run(self) -> None:
+        chat = self.adapter.settings
+        async for msg in self.ws:
+            if msg.type != WSMsgType.TEXT:
+                if msg.type == WSMsgType.BINARY:
+                    await self.error("bad_frame", "send JSON text frames")
+                continue
+            if len(msg.data.encode()) > chat.max_frame_bytes:
+                await self.error("too_large", f"frames are limited to {chat.max_frame_bytes} bytes")
+                continue
+            try:
+                frame = orjson.loads(msg.data)
+                if not isinstance(frame, dict):
+                    raise ValueError("not an object")
+            except (orjson.JSONDecodeError, ValueError):
+                await self.error("bad_frame", "a frame must be a JSON object")
+                continue
+            kind = frame.get("type")
+            if kind == "hello":
+                await self.hello(frame)
+            elif self.visitor is None:
+                await self.error("hello_first", 'start with {"type": "hello"}')
+            elif kind == "message":
+                await self.message(frame)
+            elif kind == "email":
+                await self.give_email(frame)
+            elif kind == "typing":
+                continue
+            else:
+                await self.error("unknown_type", f"unknown frame type {kind!r}")
+
+    async def hello(self, frame: dict[str, Any]) -> None:
+        chat = self.adapter.settings
+        assert chat.secret is not None
+        token = frame.get("token")
+        if token:
+            visitor = verify_token(chat.secret.value, str(token))
+            if visitor is None:
+                log.warning(
+                    "chat_token_refused",
+                    action="a forged or foreign token; the visitor starts a new chat",
+                )
+                await self.error("bad_token", "this token is not valid; starting a new chat")
+                await self.ws.close(code=4401, message=b"bad token")
+                return
+        else:
+            visitor = "v_" + secrets.token_urlsafe(18)
+        self.visitor = visitor
+        tz, locale = frame.get("timezone"), frame.get("locale")
+        self.hints = Hints(
+            timezone=tz if isinstance(tz, str) and len(tz) < 64 else None,
+            locale=locale if isinstance(locale, str) and len(locale) < 32 else None,
+        )
+        self.adapter.hub.sockets.setdefault(visitor, set()).add(self.ws)
+        await self._online()
+        await self.ws.send_str(
+            orjson.dumps(
+                {
+                    "type": "welcome",
+                    "visitor": visitor,
+                    "token": sign_visitor(chat.secret.value, visitor),
+                }
+            ).decode()
+        )
+        last = frame.get("last_seen")
+        last = last if isinstance(last, str) and re.fullmatch(r"\d+-\d+", last) else None
+        if token:  # resume: everything pushed after what the widget saw
+            for event_id, event in await self.adapter.hub.since(visitor, last):
+                await self.ws.send_str(_event_frame(event_id, event))
+
+    async def _online(self) -> None:
+        assert self.visitor is not None
+        hub = self.adapter.hub
+        await hub.redis.set(
+            hub.online_key(self.visitor), "1", ex=int(self.adapter.settings.away_after)
+        )
+
+    async def message(self, frame: dict[str, Any]) -> None:
+        chat = self.adapter.settings
+        client_id, text = frame.get("id"), frame.get("text")
+        if not isinstance(client_id, str) or not 0 < len(client_id) <= 64:
+            await self.error("bad_message", "a message needs an id (string, up to 64 chars)")
+            return
+        if not isinstance(text, str) or not text.strip():
+            await self.error("bad_message", "a message needs some text")
+            return
+        if len(text) > chat.max_text_chars:
+            await self.error(
+                "too_large", f"messages are limited to {chat.max_text_chars} characters"
+            )
+            return
+        if not self.bucket.take():
+            await self.error("slow_down", "too many messages; wait a moment and send again")
+            return
+        assert self.visitor is not None
+        await self._online()
+        message = InboundMessage(
+            channel="chat",
+            sender=Identity("chat", self.visitor),
+            text=text,
+            source_id=f"{self.visitor}:{client_id}",
+            references=[self.visitor],
+            hints=self.hints,
+            identities=[Identity("email", self.email)] if self.email else [],
+            meta={"kind": "chat"},
+        )
+        try:
+            result = await self.adapter.ctx.ingest(message)
+        except StoreUnavailable:
+            await self.error("unavailable", "could not store your message; please send it again")
+            return
+        await self.ws.send_str(
+            orjson.dumps(
+                {
+                    "type": "ack",
+                    "id": client_id,
+                    "message_id": result.id,
+                    "duplicate": result.duplicate,
+                }
+            ).decode()
+        )
+
+    async def give_email(self, frame: dict[str, Any]) -> None:
+        """The visitor leaves an address for the answer: it joins their profile
+        (merging with a profile that already has it) and the agents see it."""
+        email = normalise_email(str(frame.get("email", "")))
+        if email is None:
+            await self.error("bad_email", "that does not look like an e-mail address")
+            return
+        assert self.visitor is not None
+        self.email = email
+        message = InboundMessage(
+            channel="chat",
+            sender=Identity("chat", self.visitor),
+            text="",
+            source_id=f"{self.visitor}:email:{email}",
+            references=[self.visitor],
+            hints=self.hints,
+            identities=[Identity("email", email)],
+            meta={
+                "kind": "contact",
+                "note": f"The visitor left an e-mail address for the answer: {email}",
+            },
+        )
+        try:
+            await self.adapter.ctx.ingest(message)
+        except StoreUnavailable:
+            await self.error("unavailable", "could not store your address; please try again")
+            return
+        await self.ws.send_str(orjson.dumps({"type": "email_ok", "email": email}).decode())
+
+    def close(self) -> None:
+        if self.visitor is not None:
+            sockets = self.adapter.hub.sockets.get(self.visitor, set())
+            sockets.discard(self.ws)
+            if not sockets:
+                self.adapter.hub.sockets.pop(self.visitor, None)
+
+
+class ChatSender:
+    """Pushes replies to the visitor (stored for resume, delivered live)."""
+
+    channel = "chat"
+
+    def __init__(self, get_config: Callable[[], Config], hub: ChatHub) -> None:
+        self.get_config = get_config
+        self.hub = hub
+
+    async def send(self, message: OutboundMessage) -> str:
+        chat = self.get_config().channels.chat
+        event = {
+            "from": "system" if message.kind == "ack" else "agent",
+            "text": message.text,
+            "agent": message.agent,
+            "at": time.time(),
+        }
+        return await self.hub.push(message.to, event, chat.history, chat.history_ttl)

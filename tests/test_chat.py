@@ -1,0 +1,258 @@
+"""Web chat over a real WebSocket to the daemon as a process: the protocol,
+resume after a disconnect, forged tokens, origins, oversize frames, floods,
+and replies reaching the socket on whichever daemon holds it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis as redis_sync
+
+from router.adapters.chat import sign_visitor, verify_token
+from tests.support import DaemonProcess, RedisServer, cli, free_port, write_config
+
+SECRET = "chat-secret-for-tests"
+ORIGIN = "https://shop.example"
+JAPANESE = "こんにちは、先週注文した靴がまだ届いていません。確認していただけますか？"
+
+
+def test_tokens_are_signed_per_visitor() -> None:
+    token = sign_visitor(SECRET, "v_" + "a" * 24)
+    assert verify_token(SECRET, token) == "v_" + "a" * 24
+    assert verify_token("another-secret", token) is None
+    forged = token.replace("v_aaaa", "v_bbbb")
+    assert verify_token(SECRET, forged) is None
+    assert verify_token(SECRET, "nonsense") is None
+
+
+def chat_config(tmp: Path, redis_url: str, name: str = "d1", **extra: Any) -> tuple[Path, int]:
+    port = free_port()
+    path = write_config(
+        tmp / f"{name}.yaml",
+        redis_url,
+        port,
+        **{
+            "instance_id": name,
+            "state_dir": str(tmp / name),
+            "channels.chat": {
+                "enabled": True,
+                "secret": {"env": "CHAT_SECRET"},
+                "allowed_origins": [ORIGIN],
+                "rate": 2,
+                "burst": 5,
+                "max_frame_bytes": 4096,
+            },
+            "routing": {
+                "languages": ["en", "ja", "pt"],
+                "default_language": "en",
+                "default_queue": "general",
+            },
+            "teams": {"japan": {"languages": ["ja"]}, "world": {"languages": ["en", "pt"]}},
+            "queues": {
+                "support-jp": {"team": "japan"},
+                "support-en": {"team": "world"},
+                "general": {},
+            },
+            "rules": [],
+            **extra,
+        },
+    )
+    return path, port
+
+
+def start(path: Path, port: int) -> DaemonProcess:
+    return DaemonProcess(path, port, env={"CHAT_SECRET": SECRET}).start()
+
+
+@pytest.fixture
+async def chat(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[DaemonProcess]:
+    daemon = start(*chat_config(tmp_path, redis_server.url))
+    yield daemon
+    daemon.stop()
+
+
+class Visitor:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+
+    async def send(self, **frame: Any) -> None:
+        await self.ws.send_str(json.dumps(frame))
+
+    async def recv(self, kind: str | None = None, timeout: float = 15) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = await self.ws.receive()
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    raise AssertionError(f"socket closed: {msg.type} {msg.data} {msg.extra}")
+                frame = json.loads(msg.data)
+                if kind is None or frame["type"] == kind:
+                    return frame
+
+
+async def connect(
+    http: aiohttp.ClientSession, daemon: DaemonProcess, origin: str = ORIGIN, **hello: Any
+) -> tuple[Visitor, dict[str, Any]]:
+    ws = await http.ws_connect(f"{daemon.url}/chat/ws", headers={"Origin": origin})
+    v = Visitor(ws)
+    await v.send(type="hello", **hello)
+    return v, await v.recv("welcome")
+
+
+def entries(r: redis_sync.Redis, queue: str) -> list[dict[str, str]]:
+    return [f for b in range(4) for _, f in r.xrange(f"router:q:{{{queue}}}:p{b}")]
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 15, what: str = "") -> Any:
+    for _ in range(int(timeout / 0.05)):
+        if value := predicate():
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_hello_message_routed_with_browser_hints_and_acknowledged(
+    chat: DaemonProcess, redis_server: RedisServer
+) -> None:
+    r = redis_server.client()
+    async with aiohttp.ClientSession() as http:
+        v, welcome = await connect(
+            http, chat, timezone="Asia/Tokyo", locale="ja-JP", page="https://shop.example/cart"
+        )
+        assert verify_token(SECRET, welcome["token"]) == welcome["visitor"]
+        await v.send(type="message", id="c1", text=JAPANESE)
+        ack = await v.recv("ack")
+        assert ack["id"] == "c1" and ack["duplicate"] is False
+        await v.send(type="message", id="c1", text=JAPANESE)  # a re-send: same message
+        assert (await v.recv("ack"))["duplicate"] is True
+        (entry,) = await until(lambda: entries(r, "support-jp"), what="routed")
+        decision = json.loads(r.hget(f"router:msg:{{{entry['message_id']}}}", "decision"))
+        assert (decision["timezone"], decision["timezone_source"]) == ("Asia/Tokyo", "browser")
+        assert decision["language"] == "ja"
+        # the acknowledgement with the ETA arrives on the socket, in Japanese
+        system = await v.recv("message")
+        assert system["from"] == "system" and "GMT+09:00" in system["text"]
+        # an agent's reply is pushed live
+        out = cli(
+            chat.config,
+            "reply",
+            entry["conversation_id"],
+            "--text",
+            "確認します！",
+            "--agent",
+            "yui",
+        )
+        assert out.returncode == 0, out.stderr
+        reply = await v.recv("message")
+        assert (reply["from"], reply["text"], reply["agent"]) == ("agent", "確認します！", "yui")
+        await v.ws.close()
+
+
+async def test_resume_after_a_disconnect_loses_no_reply(
+    chat: DaemonProcess, redis_server: RedisServer
+) -> None:
+    r = redis_server.client()
+    async with aiohttp.ClientSession() as http:
+        v, welcome = await connect(http, chat)
+        await v.send(type="message", id="m1", text="Hello, where is my order 1234?")
+        await v.recv("ack")
+        first = await v.recv("message")  # the acknowledgement
+        (entry,) = await until(lambda: entries(r, "support-en"), what="routed")
+        await v.ws.close()  # the network blinks
+        for text in ("First answer", "Second answer"):
+            cli(chat.config, "reply", entry["conversation_id"], "--text", text)
+        v2, again = await connect(http, chat, token=welcome["token"], last_seen=first["event"])
+        assert again["visitor"] == welcome["visitor"]
+        got = [(await v2.recv("message"))["text"] for _ in range(2)]
+        assert got == ["First answer", "Second answer"]
+        # the same chat continues: one conversation
+        await v2.send(type="message", id="m2", text="Thanks!")
+        await v2.recv("ack")
+        both = await until(
+            lambda: len(entries(r, "support-en")) == 2 and entries(r, "support-en"),
+            what="second message",
+        )
+        assert len({e["conversation_id"] for e in both}) == 1
+        await v2.ws.close()
+
+
+async def test_forged_token_wrong_origin_oversize_bad_frames_and_flood(
+    chat: DaemonProcess, redis_server: RedisServer
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        # someone else's chat cannot be read with a made-up token
+        ws = await http.ws_connect(f"{chat.url}/chat/ws", headers={"Origin": ORIGIN})
+        forged = sign_visitor("guessed-secret", "v_" + "x" * 24)
+        await ws.send_str(json.dumps({"type": "hello", "token": forged}))
+        err = json.loads((await ws.receive()).data)
+        assert err == {
+            "type": "error",
+            "code": "bad_token",
+            "message": "this token is not valid; starting a new chat",
+        }
+        closing = await ws.receive()
+        assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 4401
+        # a page that is not on the allow-list cannot open the socket
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await http.ws_connect(f"{chat.url}/chat/ws", headers={"Origin": "https://evil.example"})
+        assert info.value.status == 403
+        v, _ = await connect(http, chat)
+        await v.ws.send_str("x" * 5000)
+        assert (await v.recv("error"))["code"] == "too_large"
+        await v.ws.send_str("{not json")
+        assert (await v.recv("error"))["code"] == "bad_frame"
+        await v.ws.send_bytes(b"\x00\x01")
+        assert (await v.recv("error"))["code"] == "bad_frame"
+        await v.send(type="message", id="", text="no id")
+        assert (await v.recv("error"))["code"] == "bad_message"
+        # a flood: the burst passes, then slow_down; the socket stays open
+        for i in range(12):
+            await v.send(type="message", id=f"f{i}", text=f"spam {i}")
+        kinds = [(await v.recv())["type"] for _ in range(12)]
+        assert kinds.count("ack") == 5 and kinds.count("error") == 7
+        await asyncio.sleep(1.1)
+        await v.send(type="message", id="later", text="a real question")
+        assert (await v.recv("ack"))["id"] == "later"
+        await v.ws.close()
+    async with aiohttp.ClientSession() as http, http.get(f"{chat.url}/healthz") as resp:
+        assert resp.status == 200
+
+
+async def test_reply_reaches_the_socket_on_another_daemon_and_email_ties_profiles(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    r = redis_server.client()
+    a = start(*chat_config(tmp_path, redis_server.url, "a"))
+    b = start(*chat_config(tmp_path, redis_server.url, "b"))
+    try:
+        async with aiohttp.ClientSession() as http:
+            v, welcome = await connect(http, b)
+            await v.send(type="email", email="Ana@Example.com")
+            assert (await v.recv("email_ok"))["email"] == "ana@example.com"
+            await v.send(type="message", id="q1", text="Do you ship to Portugal?")
+            await v.recv("ack")
+            ack = await v.recv("message")  # the acknowledgement
+            entry = (await until(lambda: entries(r, "support-en"), what="routed"))[-1]
+            # the visitor's socket is on b; the reply, sent by whichever outbox takes it,
+            # reaches it through Redis
+            cli(a.config, "reply", entry["conversation_id"], "--text", "Yes, we do.")
+            assert (await v.recv("message"))["text"] == "Yes, we do."
+            # b dies; the widget reconnects to a and resumes after what it saw
+            b.kill()
+            v2, _ = await connect(http, a, token=welcome["token"], last_seen=ack["event"])
+            assert (await v2.recv("message"))["text"] == "Yes, we do."
+            cli(a.config, "reply", entry["conversation_id"], "--text", "Anything else?")
+            assert (await v2.recv("message"))["text"] == "Anything else?"
+            customer = r.hgetall(f"router:customer:{{{entry['customer_id']}}}")
+            identities = r.smembers(f"router:customer:{{{entry['customer_id']}}}:identities")
+            assert f"chat:{welcome['visitor']}" in identities
+            assert "email:ana@example.com" in identities
+            assert customer["message_count"] == "2"  # the e-mail note and the question
+    finally:
+        a.stop()
+        b.kill()

@@ -1,0 +1,91 @@
+"""The chat widget in a real browser (headless Chromium driven by Playwright):
+open the demo page, send a message, see it in the agent queue, answer with
+`router reply`, see the answer appear in the page. A screenshot is saved to
+test-artifacts/."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import pytest
+import redis as redis_sync
+
+from tests.support import ROOT, DaemonProcess, RedisServer, cli
+from tests.test_chat import SECRET, chat_config, entries, until
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+try:
+    from playwright.async_api import async_playwright
+except ImportError:  # pragma: no cover
+    async_playwright = None  # type: ignore[assignment]
+
+pytestmark = pytest.mark.skipif(
+    async_playwright is None or not Path(CHROMIUM).exists(),
+    reason="needs Debian's chromium and the playwright package: run scripts/test as root "
+    "(it installs them), or `apt install chromium` and `pip install -e .[test]`",
+)
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+async def test_widget_in_a_real_browser(tmp_path: Path, redis_server: RedisServer) -> None:
+    path, port = chat_config(tmp_path, redis_server.url)
+    daemon = DaemonProcess(path, port, env={"CHAT_SECRET": SECRET}).start()
+    r: redis_sync.Redis = redis_server.client()
+    shots = ROOT / "test-artifacts"
+    shots.mkdir(exist_ok=True)
+    assert async_playwright is not None
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+            page = await browser.new_page(
+                viewport={"width": 390, "height": 844},
+                locale="pt-BR",
+                timezone_id="America/Sao_Paulo",
+            )
+            await page.goto(f"{daemon.url}/chat/demo")
+            await page.get_by_role("button", name="Chat with us").click()
+            box = page.get_by_label("Your message")
+            await box.fill("Olá, meu pedido 1234 ainda não chegou. Podem verificar?")
+            await box.press("Enter")
+            (entry,) = await until(
+                lambda: entries(r, "support-en"), timeout=20, what="the message in the agent queue"
+            )
+            msg = r.hgetall(f"router:msg:{{{entry['message_id']}}}")
+            assert msg["text"].startswith("Olá, meu pedido 1234")
+            assert '"timezone":"America/Sao_Paulo"' in msg["hints"]
+            # the acknowledgement with the ETA, in Portuguese, in the customer's zone
+            log = page.get_by_role("log", name="Conversation")
+            await log.get_by_text("GMT-03:00").wait_for(timeout=15000)
+            out = cli(
+                daemon.config,
+                "reply",
+                entry["conversation_id"],
+                "--text",
+                "Olá! Seu pedido sai hoje.",
+                "--agent",
+                "bia",
+            )
+            assert out.returncode == 0, out.stderr
+            await log.get_by_text("Olá! Seu pedido sai hoje.").wait_for(timeout=15000)
+            await page.screenshot(path=str(shots / "chat-widget.png"))
+            # keyboard: Escape closes the panel and gives focus back to the button
+            await page.keyboard.press("Escape")
+            assert (
+                await page.get_by_role("button", name="Chat with us").get_attribute("aria-expanded")
+                == "false"
+            )
+            await browser.close()
+    finally:
+        daemon.stop()
+    assert (shots / "chat-widget.png").stat().st_size > 10_000
+    await asyncio.sleep(0)
