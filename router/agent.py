@@ -35,7 +35,7 @@ def address(msg: OutboundMessage, conv: dict[str, str]) -> OutboundMessage:
         msg.to = conv.get("reply_to", "")
     msg.subject = msg.subject or conv.get("subject")
     msg.in_reply_to = msg.in_reply_to or conv.get("last_thread_ref")
-    for key in ("our_address", "last_inbound_at", "country", "language"):
+    for key in ("our_address", "last_inbound_at", "country", "language", "queue"):
         if conv.get(key) and key not in msg.meta:
             msg.meta[key] = conv[key]
     return msg

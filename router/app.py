@@ -25,10 +25,13 @@ from redis.exceptions import RedisError
 from router.adapters.api import ApiAdapter, ApiCallbackSender
 from router.adapters.base import Adapter, AdapterContext, Sender
 from router.adapters.chat import ChatAdapter, ChatHub, ChatSender
+from router.adapters.imap import ImapAdapter
+from router.adapters.smtp import SmtpSender
 from router.adapters.twilio import TwilioAdapter, TwilioSender
 from router.adapters.x import XAdapter, XSender
 from router.agent import AgentClient
 from router.config import Config, load_config
+from router.deadletters import dead_letter_raw
 from router.embedded import EmbeddedRedis
 from router.http import build_app
 from router.ingest import Ingestor
@@ -57,6 +60,8 @@ RESTART_ONLY = (
     ("channels", "twilio", "enabled"),
     ("channels", "x", "enabled"),
     ("channels", "chat", "enabled"),
+    ("channels", "email", "enabled"),
+    ("channels", "email", "accounts"),
 )
 
 
@@ -110,6 +115,8 @@ class Daemon:
             channels |= set(X_CHANNELS)
         if cfg.channels.chat.enabled:
             channels.add("chat")
+        if cfg.channels.email.enabled and cfg.channels.email.smtp is not None:
+            channels.add("email")
         return frozenset(channels)
 
     # -- run -------------------------------------------------------------------
@@ -140,6 +147,24 @@ class Daemon:
         async def report(outbox_id: str, status: str, error: str | None) -> None:
             await record_delivery_report(store, outbox_id, status, error)
 
+        email = cfg.channels.email
+        if email.enabled:
+            mail_ctx = AdapterContext(
+                ingest=ingestor.ingest,
+                state=RedisAdapterState(store, "email"),
+                report_delivery=report,
+                accepting=lambda: self.accepting,
+                node=cfg.node_id,
+            )
+
+            async def dead_mail(source: str, raw: bytes, reason: str) -> None:
+                await dead_letter_raw(store, source, raw, reason)
+                self.metrics.dead_letters.labels("email").inc()
+
+            if email.accounts:
+                adapters.append(ImapAdapter(self.config, mail_ctx, dead_mail))
+            if email.smtp is not None:
+                senders["email"] = SmtpSender(self.config, mail_ctx)
         if cfg.channels.chat.enabled:
             hub = ChatHub(store.redis, store.keys.prefix)
             chat_ctx = AdapterContext(

@@ -365,8 +365,72 @@ class ChatSettings(Strict):
         return self
 
 
+class ImapAccountSettings(Strict):
+    """One mailbox account the daemon reads (IMAP4rev1, IDLE when offered)."""
+
+    name: str
+    host: str
+    port: int | None = None  # default: 993 with tls, 143 otherwise
+    security: Literal["tls", "starttls", "none"] = "tls"
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    username: str
+    password: Secret
+    folders: list[str] = ["INBOX"]
+    # after a message is stored: add a keyword (default), or move it to a folder
+    processed: Literal["flag", "move"] = "flag"
+    processed_flag: str = "$Routed"
+    processed_folder: str = "Processed"
+    idle: bool = True  # use IDLE when the server offers it; else poll
+    # leave IDLE this often to re-check the folder (a recreated folder, with a
+    # new UIDVALIDITY, sends no push to a session that watched the old one)
+    idle_renew: Duration = 300.0
+    poll_interval: Duration = 60.0
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", v):
+            raise ValueError("use letters, digits and . _ - (it names the account in Redis keys)")
+        return v
+
+
+class SmtpSettings(Strict):
+    """Where replies by e-mail are sent."""
+
+    host: str
+    port: int | None = None  # default: 465 with tls, 587 with starttls, 25 with none
+    security: Literal["tls", "starttls", "none"] = "starttls"
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    username: str | None = None
+    password: Secret | None = None
+    timeout: Duration = 30.0
+    from_address: str
+    from_name: str | None = None
+    # a From per queue (brands, departments): {billing: billing@example.com}
+    from_by_queue: dict[str, str] = {}
+    message_id_domain: str | None = None
+
+
+class EmailSettings(Strict):
+    """E-mail: IMAP in (IDLE), SMTP out."""
+
+    enabled: bool = False
+    accounts: list[ImapAccountSettings] = []
+    smtp: SmtpSettings | None = None
+    max_message_bytes: int = Field(default=25_000_000, ge=10_000)
+
+    @model_validator(mode="after")
+    def _something(self) -> EmailSettings:
+        if self.enabled and not self.accounts and self.smtp is None:
+            raise ValueError("e-mail needs at least one of accounts (IMAP) or smtp")
+        return self
+
+
 class ChannelsSettings(Strict):
     api: ApiChannelSettings = ApiChannelSettings(enabled=False)
+    email: EmailSettings = EmailSettings()
     chat: ChatSettings = ChatSettings()
     twilio: TwilioSettings = TwilioSettings()
     x: XSettings = XSettings()

@@ -96,3 +96,20 @@ async def replay(store: Store, ids: list[str]) -> list[tuple[str, str | None, st
         )
         out.append((dl_id, new_id, "replayed" if new_id else "already replayed"))
     return out
+
+
+async def dead_letter_raw(store: Store, source: str, raw: bytes, reason: str) -> str:
+    """Keep something a channel received but could not turn into a message (an
+    e-mail that cannot be parsed), base64-encoded, with the reason."""
+    import base64
+
+    fields = {
+        "kind": "raw",
+        "stage": "parse",
+        "reason": reason[:2000],
+        "failed_at": f"{time.time():.3f}",
+        "source": source,
+        "encoding": "base64",
+        "payload": base64.b64encode(raw).decode(),
+    }
+    return str(await store.redis.xadd(store.keys.deadletter, fields))

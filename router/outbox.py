@@ -238,6 +238,8 @@ class OutboxWorker:
                 ),
             ],
         )
+        if provider_id:
+            await self._thread_refs(cfg, msg, provider_id)
         self.metrics.outbox_sent.labels(msg.channel).inc()
         log.info(
             "sent",
@@ -247,6 +249,20 @@ class OutboxWorker:
             kind=msg.kind,
             attempt=attempt,
         )
+
+    async def _thread_refs(self, cfg: Config, msg: OutboundMessage, provider_id: str) -> None:
+        """The channel's ids of what we sent thread the customer's answer back
+        into this conversation (an e-mail reply's In-Reply-To names our Message-ID)."""
+        keys = self.store.keys
+        retention = int(cfg.routing.message_retention)
+        refs = keys.conversation_refs(msg.conversation_id)
+        pipe = self.store.redis.pipeline(transaction=False)
+        for pid in provider_id.split(","):
+            if pid:
+                pipe.set(keys.thread(msg.channel, pid), msg.conversation_id, ex=retention)
+                pipe.sadd(refs, keys.thread(msg.channel, pid))
+        pipe.expire(refs, retention)
+        await pipe.execute()
 
     async def _dead(
         self, entry_id: str, msg: OutboundMessage | None, raw: str, reason: str

@@ -306,11 +306,12 @@ class RoutingWorker:
                     seen.pop(e.context.customer_id if e.context else "", None)
                     conversation_id = r[2]
                 latency = max(0.0, time.time() - e.message.received_at)
-                if fresh:
+                queued = r[1] != ""  # an auto-reply is recorded, not queued
+                if fresh and queued:
                     self.metrics.child(self.metrics.routed, decision.queue).inc()
                     self.metrics.routing_latency.observe(latency)
                 log.info(
-                    "routed" if fresh else "already_routed",
+                    ("routed" if queued else "recorded_auto_reply") if fresh else "already_routed",
                     message_id=e.message.id,
                     channel=e.message.channel,
                     sender=redact(e.message.sender),
@@ -419,6 +420,10 @@ class RoutingWorker:
             "last_inbound_at": now_s,
             "country": decision.country,
         }
+        # an auto-reply (out of office) in an ongoing conversation is only recorded
+        quiet = msg.meta.get("auto_reply") == "true" and not new_conversation
+        if quiet:
+            del conversation["status"]
         timeline = {
             "direction": "in",
             "message_id": msg.id,
@@ -447,6 +452,7 @@ class RoutingWorker:
             conversation_id,
             msg.channel,
             "1" if personal else "0",
+            "1" if quiet else "0",
         ]
 
     @staticmethod

@@ -309,6 +309,7 @@ def _is_automatic(message: InboundMessage) -> bool:
         or meta.get("bulk") == "true"
         or meta.get("bounce") == "true"
         or "consent" in meta  # STOP / START: never answer an opt-out with a message
+        or meta.get("auto_reply") == "true"
     )
 
 

@@ -216,7 +216,9 @@ return into
 #    "1"/"0", 9 queue entry [k, v...], 10 message [k, v...], 11 customer
 #    [k, v...], 12 conversation [k, v...], 13 timeline entry [k, v...],
 #    14 overflow at (ms) or "", 15 acknowledgement outbox JSON or "",
-#    16 [thread keys], 17 conversation id, 18 channel, 19 personal queue "1"/"0"]
+#    16 [thread keys], 17 conversation id, 18 channel, 19 personal queue "1"/"0",
+#    20 quiet "1"/"0" (an auto-reply: recorded in its conversation, not queued,
+#    not reopening or re-prioritising it)]
 #   (all values strings)
 # -> per item {1 routed | 0 already routed | -1 error, queue entry or error,
 #              conversation id}
@@ -263,11 +265,17 @@ local function commit(it)
       end
     end
   end
-  if it[19] == '1' then
-    pcall(redis.call, 'XGROUP', 'CREATE', it[4], 'agents', '0', 'MKSTREAM')
+  local quiet = it[20] == '1'  -- an auto-reply: recorded, not queued
+  local qid = ''
+  if quiet then
+    redis.call('HSET', it[1], 'queue_entry', 'none', unpack(it[10]))
+  else
+    if it[19] == '1' then
+      pcall(redis.call, 'XGROUP', 'CREATE', it[4], 'agents', '0', 'MKSTREAM')
+    end
+    qid = redis.call('XADD', it[4], '*', unpack(it[9]))
+    redis.call('HSET', it[1], 'queue_entry', it[4] .. ' ' .. qid, unpack(it[10]))
   end
-  local qid = redis.call('XADD', it[4], '*', unpack(it[9]))
-  redis.call('HSET', it[1], 'queue_entry', it[4] .. ' ' .. qid, unpack(it[10]))
   redis.call('EXPIRE', it[1], retention)
   redis.call('HSET', it[5], unpack(it[11]))
   redis.call('HSETNX', it[5], 'first_seen', ARGV[6])
@@ -279,13 +287,13 @@ local function commit(it)
   if new == '1' then
     redis.call('HINCRBY', it[5], 'conversation_count', 1)
     redis.call('ZADD', it[5] .. ':conversations', ARGV[6], cid)
-  elseif redis.call('HGET', ckey, 'status') == 'resolved' then
+  elseif not quiet and redis.call('HGET', ckey, 'status') == 'resolved' then
     redis.call('HSET', ckey, 'reopened_at', ARGV[6])
     redis.call('HINCRBY', ckey, 'reopen_count', 1)
   end
   redis.call('HSET', ckey, unpack(conv))
   redis.call('HINCRBY', ckey, 'message_count', 1)
-  redis.call('HINCRBY', ckey, 'inbound_since_reply', 1)
+  if not quiet then redis.call('HINCRBY', ckey, 'inbound_since_reply', 1) end
   redis.call('EXPIRE', ckey, retention)
   redis.call('XADD', tkey, 'MAXLEN', '~', 10000, '*', unpack(it[13]))
   redis.call('EXPIRE', tkey, retention)
@@ -297,8 +305,8 @@ local function commit(it)
     end
     redis.call('EXPIRE', refs, retention)
   end
-  if it[14] ~= '' then redis.call('ZADD', overflow, it[14], it[4] .. ' ' .. qid) end
-  if ackmsg ~= '' then redis.call('XADD', outbox, '*', 'o', ackmsg) end
+  if it[14] ~= '' and not quiet then redis.call('ZADD', overflow, it[14], it[4] .. ' ' .. qid) end
+  if ackmsg ~= '' and not quiet then redis.call('XADD', outbox, '*', 'o', ackmsg) end
   ack(it[2], it[3])
   return {1, qid, cid}
 end

@@ -1,0 +1,453 @@
+"""E-mail in: IMAP mailboxes watched with IDLE (or polled), messages stored once.
+
+One watcher per (account, folder). It keeps a cursor (UIDVALIDITY, last UID)
+in Redis, fetches new messages with ``UID FETCH ... BODY.PEEK[]`` (so nothing
+is marked read by us), stores each one, and only then marks it processed: a
+keyword (``$Routed`` by default) or a move to a folder. A crash between the
+two re-fetches the message, and storing it again is a no-op (the message's
+Message-ID, else mailbox + UIDVALIDITY + UID, is the deduplication key), so
+a UIDVALIDITY change re-scans the folder without duplicating anything.
+
+Delivery reports (multipart/report) do not open conversations: they mark the
+outbound message they are about as failed. Auto-replies are recorded in
+their conversation without reopening or re-prioritising it. Every failure
+(network, TLS, login, a server that hangs up) reconnects with backoff and
+jitter; a message that cannot be parsed is dead-lettered by the daemon with
+the reason, and the rest flows on.
+
+aioimaplib has no STARTTLS: the command is sent on the plain connection and
+the transport upgraded with ``loop.start_tls``, then capabilities are asked
+again (what the server advertised before TLS cannot be trusted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import re
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aioimaplib
+import structlog
+
+from router.adapters.base import AdapterContext
+from router.config import Config, ImapAccountSettings
+from router.ingest import StoreUnavailable
+from router.mail import MailError, ParsedMail, parse
+from router.model import Hints, Identity, InboundMessage
+
+log = structlog.get_logger("router.imap")
+
+FETCH_CHUNK = 25
+IDLE_RENEW = 25 * 60.0  # RFC 2177: re-issue IDLE within 29 minutes
+
+
+class ImapFailure(Exception):
+    """The server refused or broke something; the watcher reconnects."""
+
+
+def tls_context(verify: bool, ca_file: Any = None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _ok(response: Any, what: str) -> Any:
+    if response.result != "OK":
+        detail = b" ".join(line for line in response.lines if isinstance(line, bytes))
+        raise ImapFailure(f"{what}: {response.result} {detail.decode(errors='replace')[:200]}")
+    return response
+
+
+def _quote(mailbox: str) -> str:
+    return '"' + mailbox.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+async def open_imap(account: ImapAccountSettings, timeout: float = 30.0) -> aioimaplib.IMAP4:
+    """A logged-in connection (implicit TLS, STARTTLS or plain, as configured)."""
+    port = account.port or (993 if account.security == "tls" else 143)
+    ctx = tls_context(account.verify_tls, account.ca_file)
+    client: aioimaplib.IMAP4
+    if account.security == "tls":
+        client = aioimaplib.IMAP4_SSL(
+            host=account.host, port=port, timeout=timeout, ssl_context=ctx
+        )
+    else:
+        client = aioimaplib.IMAP4(host=account.host, port=port, timeout=timeout)
+    await client.wait_hello_from_server()
+    if account.security == "starttls":
+        await starttls(client, account.host, ctx, timeout)
+    _ok(await client.login(account.username, account.password.value), "LOGIN")
+    return client
+
+
+async def starttls(
+    client: aioimaplib.IMAP4, host: str, ctx: ssl.SSLContext, timeout: float
+) -> None:
+    """STARTTLS by hand: the command, the TLS upgrade of the transport, a fresh CAPABILITY."""
+    protocol = client.protocol
+    if "STARTTLS" not in protocol.capabilities:
+        raise ImapFailure("the server does not offer STARTTLS")
+    command = aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)
+    _ok(await asyncio.wait_for(protocol.execute(command), timeout), "STARTTLS")
+    loop = asyncio.get_running_loop()
+    transport = await loop.start_tls(protocol.transport, protocol, ctx, server_hostname=host)
+    protocol.transport = transport
+    protocol.capabilities = set()
+    await asyncio.wait_for(protocol.capability(), timeout)
+
+
+def to_message(parsed: ParsedMail, source_id: str, account: str, folder: str) -> InboundMessage:
+    """The normalised message of an e-mail."""
+    meta = {"kind": "email", "account": account, "folder": folder}
+    if parsed.message_id:
+        meta["message_id"] = parsed.message_id
+    if parsed.auto_submitted:
+        meta["auto_submitted"] = parsed.auto_submitted
+    if parsed.bulk:
+        meta["bulk"] = "true"
+    if parsed.bounce:
+        meta["bounce"] = "true"
+    if parsed.auto_reply:
+        meta["auto_reply"] = "true"
+    if parsed.defects:
+        meta["defects"] = "; ".join(parsed.defects)[:1000]
+    assert parsed.sender is not None
+    return InboundMessage(
+        channel="email",
+        sender=Identity("email", parsed.sender),
+        text=parsed.text,
+        source_id=source_id,
+        subject=parsed.subject or None,
+        display_name=parsed.display_name,
+        references=[*parsed.references, *parsed.in_reply_to],
+        hints=Hints(language=parsed.content_language, date_offset=parsed.date_offset),
+        attachments=[
+            {
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "size": a.size,
+                "inline": a.inline,
+            }
+            for a in parsed.attachments
+        ],
+        meta=meta,
+    )
+
+
+class FolderWatcher:
+    """Watches one folder of one account until stopped."""
+
+    def __init__(self, adapter: ImapAdapter, account_name: str, folder: str) -> None:
+        self.adapter = adapter
+        self.account_name = account_name
+        self.folder = folder
+        self.connected = False
+        self.last_error: str | None = None
+        self.stored = 0
+        self.flag = "$Routed"  # what marks processed mail on this server
+
+    @property
+    def account(self) -> ImapAccountSettings:
+        for a in self.adapter.get_config().channels.email.accounts:
+            if a.name == self.account_name:
+                return a
+        raise ImapFailure(f"account {self.account_name} is no longer configured")
+
+    @property
+    def cursor_key(self) -> str:
+        return f"cursor:{self.account_name}:{self.folder}"
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            client = None
+            try:
+                client = await open_imap(self.account)
+                self.connected, failures = True, 0
+                await self.watch(client)
+            except (
+                ImapFailure,
+                aioimaplib.AioImapException,
+                OSError,
+                TimeoutError,
+                ssl.SSLError,
+                StoreUnavailable,
+                asyncio.IncompleteReadError,
+            ) as exc:
+                failures += 1
+                self.connected = False
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                pause = min(300.0, 1.0 * 2 ** min(failures, 9)) * random.uniform(0.5, 1.5)
+                log.warning(
+                    "imap_reconnecting",
+                    account=self.account_name,
+                    folder=self.folder,
+                    error=self.last_error,
+                    retry_in_s=round(pause, 1),
+                    action="nothing is lost: unprocessed mail stays on the server",
+                )
+                await asyncio.sleep(pause)
+            finally:
+                self.connected = False
+                if client is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(client.logout(), 5)
+
+    async def watch(self, client: aioimaplib.IMAP4) -> None:
+        account = self.account
+        if account.processed == "move":  # "already exists" is fine
+            await client.create(_quote(account.processed_folder))
+        selected = _ok(await client.select(_quote(self.folder)), f"SELECT {self.folder}")
+        validity = _uidvalidity(selected.lines)
+        self.flag = account.processed_flag
+        if not self.flag.startswith("\\") and not _keywords_allowed(selected.lines):
+            # the server keeps no keywords here (PERMANENTFLAGS without \*)
+            log.warning(
+                "imap_keywords_unsupported",
+                account=self.account_name,
+                folder=self.folder,
+                flag=self.flag,
+                action="marking processed mail \\Seen instead; or use processed: move",
+            )
+            self.flag = "\\Seen"
+        cursor = await self.adapter.ctx.state.get(self.cursor_key) or {}
+        last = int(cursor.get("last_uid", 0))
+        if cursor and cursor.get("uidvalidity") != validity:
+            log.warning(
+                "imap_uidvalidity_changed",
+                account=self.account_name,
+                folder=self.folder,
+                old=cursor.get("uidvalidity"),
+                new=validity,
+                action="re-scanning the folder; Message-IDs keep it from duplicating",
+            )
+            last = 0
+        idle = account.idle and "IDLE" in client.protocol.capabilities
+        while True:
+            last = await self.fetch_new(client, validity, last)
+            if idle:
+                await self.wait_idle(client, min(IDLE_RENEW, account.idle_renew))
+            else:
+                await asyncio.sleep(account.poll_interval)
+            # look again: the folder may have been recreated under us
+            again = _ok(await client.select(_quote(self.folder)), f"SELECT {self.folder}")
+            if (now := _uidvalidity(again.lines)) != validity:
+                log.warning(
+                    "imap_uidvalidity_changed",
+                    account=self.account_name,
+                    folder=self.folder,
+                    old=validity,
+                    new=now,
+                    action="re-scanning the folder; Message-IDs keep it from duplicating",
+                )
+                validity, last = now, 0
+
+    async def fetch_new(self, client: aioimaplib.IMAP4, validity: str, last: int) -> int:
+        account = self.account
+        criteria = [f"UID {last + 1}:*"]
+        if account.processed == "flag":
+            criteria.append(_not_flagged(self.flag))
+        found = _ok(await client.uid_search(*criteria, charset=None), "UID SEARCH")
+        uids = sorted(int(u) for line in found.lines[:-1] for u in line.split() if u.isdigit())
+        uids = [u for u in uids if u > last]
+        for start in range(0, len(uids), FETCH_CHUNK):
+            chunk = uids[start : start + FETCH_CHUNK]
+            fetched = _ok(
+                await client.uid("fetch", ",".join(map(str, chunk)), "(UID BODY.PEEK[])"),
+                "UID FETCH",
+            )
+            bodies = _bodies(fetched.lines)
+            await asyncio.gather(*(self.store(uid, validity, raw) for uid, raw in bodies.items()))
+            done = ",".join(str(u) for u in chunk if u in bodies)
+            if done:
+                await self.mark_processed(client, done)
+            last = max(chunk)
+            await self.adapter.ctx.state.put(
+                self.cursor_key, {"uidvalidity": validity, "last_uid": last}
+            )
+        return last
+
+    async def store(self, uid: int, validity: str, raw: bytes) -> None:
+        """Parse and store one message (or handle its delivery report); raises
+        StoreUnavailable when Redis cannot take it (nothing is marked then)."""
+        mailbox_key = f"{self.account_name}:{self.folder}:{validity}:{uid}"
+        limit = self.adapter.get_config().channels.email.max_message_bytes
+        try:
+            if len(raw) > limit:
+                raise MailError(f"message of {len(raw)} bytes is over the limit of {limit}")
+            parsed = parse(raw)
+            if parsed.sender is None:
+                raise MailError("no usable From address")
+        except MailError as exc:
+            await self.adapter.unparseable(mailbox_key, raw, str(exc))
+            return
+        if parsed.delivery_report is not None:
+            await self.adapter.delivery_report(parsed, raw, mailbox_key)
+            return
+        source_id = parsed.message_id or mailbox_key
+        await self.adapter.ctx.ingest(to_message(parsed, source_id, self.account_name, self.folder))
+        self.stored += 1
+
+    async def mark_processed(self, client: aioimaplib.IMAP4, uids: str) -> None:
+        account = self.account
+        if account.processed == "move":
+            if "MOVE" in client.protocol.capabilities:
+                _ok(await client.uid("move", uids, _quote(account.processed_folder)), "UID MOVE")
+            else:
+                _ok(await client.uid("copy", uids, _quote(account.processed_folder)), "UID COPY")
+                _ok(await client.uid("store", uids, "+FLAGS", r"(\Deleted)"), "UID STORE")
+                _ok(await client.uid("expunge", uids), "UID EXPUNGE")
+        else:
+            _ok(await client.uid("store", uids, "+FLAGS", f"({self.flag})"), "UID STORE")
+
+    async def wait_idle(self, client: aioimaplib.IMAP4, renew: float) -> None:
+        """Until the server says something changed (or it is time to renew IDLE)."""
+        idle = await client.idle_start(timeout=renew + 30)
+        deadline = time.monotonic() + renew
+        try:
+            while True:
+                push = await client.wait_server_push(timeout=max(0.1, deadline - time.monotonic()))
+                if push == aioimaplib.STOP_WAIT_SERVER_PUSH:
+                    break
+                if any(b"EXISTS" in line for line in push if isinstance(line, bytes)):
+                    break
+        except TimeoutError:
+            pass
+        finally:
+            client.idle_done()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(idle, 10)
+
+
+def _keywords_allowed(lines: list[Any]) -> bool:
+    """Does SELECT's PERMANENTFLAGS let us create keywords (``\\*``)?"""
+    for line in lines:
+        if isinstance(line, bytes) and b"PERMANENTFLAGS" in line:
+            return b"\\*" in line
+    return True  # not said: try
+
+
+def _not_flagged(flag: str) -> str:
+    """The SEARCH criterion for messages without ``flag``."""
+    system = {
+        "\\Seen": "UNSEEN",
+        "\\Flagged": "UNFLAGGED",
+        "\\Answered": "UNANSWERED",
+        "\\Draft": "UNDRAFT",
+        "\\Deleted": "UNDELETED",
+    }
+    return system.get(flag, f"UNKEYWORD {flag}")
+
+
+def _uidvalidity(lines: list[Any]) -> str:
+    for line in lines:
+        if isinstance(line, bytes) and (m := re.search(rb"UIDVALIDITY (\d+)", line)):
+            return m.group(1).decode()
+    raise ImapFailure("the server gave no UIDVALIDITY")
+
+
+def _bodies(lines: list[Any]) -> dict[int, bytes]:
+    """uid -> raw message from the lines of a ``UID FETCH (UID BODY.PEEK[])``."""
+    out: dict[int, bytes] = {}
+    pending: int | None = None
+    for line in lines:
+        if isinstance(line, bytes) and (m := re.search(rb"UID (\d+)", line)) and b"{" in line:
+            pending = int(m.group(1))
+        elif isinstance(line, bytearray | memoryview) and pending is not None:
+            out[pending] = bytes(line)
+            pending = None
+    return out
+
+
+class ImapAdapter:
+    """All configured mailboxes."""
+
+    name = "email"
+
+    def __init__(
+        self,
+        get_config: Callable[[], Config],
+        ctx: AdapterContext,
+        dead_letter: Callable[[str, bytes, str], Any],
+    ) -> None:
+        self.get_config = get_config
+        self.ctx = ctx
+        self._dead_letter = dead_letter
+        self.watchers = [
+            FolderWatcher(self, a.name, f)
+            for a in get_config().channels.email.accounts
+            for f in a.folders
+        ]
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def routes(self) -> list[Any]:
+        return []
+
+    async def start(self) -> None:
+        self.tasks = [
+            asyncio.create_task(w.run(), name=f"imap-{w.account_name}-{w.folder}")
+            for w in self.watchers
+        ]
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def ready(self) -> tuple[bool, str]:
+        down = [
+            f"{w.account_name}/{w.folder}: {w.last_error or 'connecting'}"
+            for w in self.watchers
+            if not w.connected
+        ]
+        return (not down, "ok" if not down else "; ".join(down)[:300])
+
+    def gauges(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for w in self.watchers:
+            out[f"connected_{w.account_name}_{w.folder}"] = float(w.connected)
+            out[f"stored_{w.account_name}_{w.folder}"] = float(w.stored)
+        return out
+
+    async def unparseable(self, mailbox_key: str, raw: bytes, reason: str) -> None:
+        log.error(
+            "email_unparseable",
+            mailbox=mailbox_key,
+            reason=reason,
+            action="kept in the dead-letter stream with the raw message",
+        )
+        await self._dead_letter(mailbox_key, raw, reason)
+
+    async def delivery_report(self, parsed: ParsedMail, raw: bytes, mailbox_key: str) -> None:
+        report = parsed.delivery_report
+        assert report is not None
+        outbox_id = None
+        if report.original_message_id:
+            outbox_id = await self.ctx.state.get(f"sent:{report.original_message_id}")
+        if outbox_id is None:
+            # not about mail we sent (backscatter, or older than we remember):
+            # no conversation for it, but kept with the reason
+            await self.unparseable(
+                mailbox_key,
+                raw,
+                f"delivery report ({report.action or 'unknown action'}) about "
+                f"{report.original_message_id or 'an unknown message'}, which the daemon "
+                "did not send",
+            )
+            return
+        status = (
+            "delivered"
+            if report.action == "delivered"
+            else ("failed" if report.action == "failed" else (report.action or "failed"))
+        )
+        detail = report.diagnostic or report.status or "delivery report"
+        await self.ctx.report_delivery(
+            outbox_id, status, f"{report.recipient or ''}: {detail}".strip(": ")
+        )

@@ -1,0 +1,100 @@
+"""E-mail out: replies and acknowledgements by SMTP (aiosmtplib).
+
+Each reply carries ``In-Reply-To`` / ``References`` of the customer's last
+message, so their mail client threads it; a text part and an HTML part; a
+Message-ID the daemon remembers, so the customer's answer threads back into
+the conversation and a bounce (delivery report) marks this reply failed.
+Acknowledgements carry ``Auto-Submitted: auto-replied`` (RFC 3834), so other
+auto-responders do not answer them. Temporary failures are retried by the
+outbox; a refused recipient (5xx) fails for good.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from email.message import EmailMessage
+from email.utils import formataddr, formatdate, make_msgid
+
+import aiosmtplib
+
+from router.adapters.base import AdapterContext, PermanentSendError
+from router.adapters.imap import tls_context
+from router.config import Config, SmtpSettings
+from router.model import OutboundMessage
+
+SENT_TTL = 30 * 86400  # how long a sent Message-ID maps to its outbox id (bounces)
+
+
+def build(message: OutboundMessage, smtp: SmtpSettings) -> EmailMessage:
+    """The MIME message of a reply."""
+    mail = EmailMessage()
+    queue = message.meta.get("queue", "")
+    sender = smtp.from_by_queue.get(queue, smtp.from_address)
+    mail["From"] = formataddr((smtp.from_name or "", sender)) if smtp.from_name else sender
+    mail["To"] = message.to
+    subject = message.subject or ""
+    if message.kind != "new" and subject and not subject.lower().startswith("re:"):
+        subject = f"Re: {subject}"
+    mail["Subject"] = subject or "Your message"
+    mail["Date"] = formatdate(localtime=False)
+    domain = smtp.message_id_domain or sender.rpartition("@")[2] or None
+    mail["Message-ID"] = make_msgid(domain=domain)
+    if message.in_reply_to:
+        ref = message.in_reply_to.strip("<>")
+        if "@" in ref:  # an e-mail Message-ID, not another channel's id
+            mail["In-Reply-To"] = f"<{ref}>"
+            mail["References"] = f"<{ref}>"
+    if message.kind == "ack":
+        mail["Auto-Submitted"] = "auto-replied"
+        mail["X-Auto-Response-Suppress"] = "All"
+    if message.meta.get("language"):
+        mail["Content-Language"] = message.meta["language"]
+    mail.set_content(message.text)
+    body = "<br>\n".join(html.escape(line) for line in message.text.splitlines())
+    mail.add_alternative(
+        f"<!doctype html><html><body><div>{body}</div></body></html>", subtype="html"
+    )
+    return mail
+
+
+class SmtpSender:
+    """Sends e-mail replies."""
+
+    channel = "email"
+
+    def __init__(self, get_config: Callable[[], Config], ctx: AdapterContext) -> None:
+        self.get_config = get_config
+        self.ctx = ctx
+
+    async def send(self, message: OutboundMessage) -> str:
+        smtp = self.get_config().channels.email.smtp
+        if smtp is None:
+            raise PermanentSendError("channels.email.smtp is not configured")
+        mail = build(message, smtp)
+        port = smtp.port or {"tls": 465, "starttls": 587, "none": 25}[smtp.security]
+        ctx = tls_context(smtp.verify_tls, smtp.ca_file)
+        try:
+            await aiosmtplib.send(
+                mail,
+                hostname=smtp.host,
+                port=port,
+                use_tls=smtp.security == "tls",
+                start_tls=True if smtp.security == "starttls" else False,
+                tls_context=ctx if smtp.security != "none" else None,
+                username=smtp.username,
+                password=smtp.password.value if smtp.password else None,
+                timeout=smtp.timeout,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [r.code for r in exc.recipients]
+            if all(500 <= c < 600 for c in codes):
+                raise PermanentSendError(f"recipient refused: {exc}") from None
+            raise
+        except aiosmtplib.SMTPResponseException as exc:
+            if 500 <= exc.code < 600 and exc.code != 554:
+                raise PermanentSendError(f"SMTP {exc.code}: {exc.message}") from None
+            raise
+        message_id = str(mail["Message-ID"]).strip("<>")
+        await self.ctx.state.put(f"sent:{message_id}", message.id, ttl=SENT_TTL)
+        return message_id

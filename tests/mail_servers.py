@@ -1,0 +1,261 @@
+"""Real mail servers for tests, on loopback: pymap (IMAP, pure Python, always
+there), Dovecot (IMAP, Debian's dovecot-imapd, for IDLE/STARTTLS/MOVE/UIDVALIDITY)
+and aiosmtpd (SMTP, receives the daemon's replies)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import imaplib
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.support import free_port, wait_for
+
+USER, PASSWORD = "support@example.com", "s3cret-pass"
+DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class ImapServer:
+    """Common helpers: append, flags, folders (through Python's imaplib)."""
+
+    port: int
+    user: str
+    password: str
+    tls_context: ssl.SSLContext | None = None
+
+    def session(self) -> imaplib.IMAP4:
+        client = imaplib.IMAP4("127.0.0.1", self.port)
+        if self.tls_context is not None:
+            client.starttls(self.tls_context)
+        client.login(self.user, self.password)
+        return client
+
+    def append(self, folder: str, raw: bytes, client: imaplib.IMAP4 | None = None) -> None:
+        c = client or self.session()
+        typ, data = c.append(f'"{folder}"', None, None, raw)
+        assert typ == "OK", data
+        if client is None:
+            c.logout()
+
+    def create(self, folder: str) -> None:
+        c = self.session()
+        c.create(f'"{folder}"')
+        c.logout()
+
+    def delete(self, folder: str) -> None:
+        c = self.session()
+        c.delete(f'"{folder}"')
+        c.logout()
+
+    def messages(self, folder: str) -> list[tuple[int, str, bytes]]:
+        """(uid, flags, raw) of every message of ``folder``."""
+        c = self.session()
+        typ, _ = c.select(f'"{folder}"', readonly=True)
+        out: list[tuple[int, str, bytes]] = []
+        if typ == "OK":
+            typ, data = c.uid("FETCH", "1:*", "(UID FLAGS BODY.PEEK[])")
+            for item in data:
+                if isinstance(item, tuple):
+                    head = item[0].decode()
+                    uid = int(head.split("UID ")[1].split()[0])
+                    flags = head.split("FLAGS (")[1].split(")")[0]
+                    out.append((uid, flags, item[1]))
+        c.logout()
+        return out
+
+
+class PymapServer(ImapServer):
+    """pymap's in-memory backend (user demouser / demopass)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.user, self.password = "demouser", "demopass"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PymapServer:
+        exe = Path(sys.executable).with_name("pymap")
+        self.proc = subprocess.Popen(
+            [str(exe), "--port", str(self.port), "--no-tls", "dict", "--demo-data"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(lambda: _port_open(self.port), what="pymap listening")
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+class DovecotServer(ImapServer):
+    """A private Dovecot (dovecot-imapd) with its own config under a temp dir."""
+
+    available = Path(DOVECOT).exists() and os.geteuid() == 0
+
+    def __init__(self, starttls: bool = False) -> None:
+        self.port = free_port()
+        self.user, self.password = USER, PASSWORD
+        self.dir = Path(tempfile.mkdtemp(prefix="dovecot-"))
+        self.starttls = starttls
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.cert = self.dir / "cert.pem"
+        self.key = self.dir / "key.pem"
+
+    def _config(self) -> Path:
+        d = self.dir
+        for sub in ("run", "state", "mail", "home"):
+            (d / sub).mkdir(exist_ok=True)
+        os.chmod(d, 0o755)
+        for sub in ("mail", "home"):
+            os.chmod(d / sub, 0o777)
+        (d / "passwd").write_text(f"{self.user}:{{PLAIN}}{self.password}\n")
+        ssl_lines = ["ssl = no"]
+        if self.starttls:
+            subprocess.run(
+                [
+                    "openssl",
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1",
+                    "-keyout",
+                    str(self.key),
+                    "-out",
+                    str(self.cert),
+                ],
+                check=True,
+                capture_output=True,
+            )
+            os.chmod(self.key, 0o644)
+            ssl_lines = ["ssl = required", f"ssl_cert = <{self.cert}", f"ssl_key = <{self.key}"]
+            ctx = ssl.create_default_context(cafile=str(self.cert))
+            self.tls_context = ctx
+        conf = d / "dovecot.conf"
+        conf.write_text(
+            "\n".join(
+                [
+                    f"base_dir = {d}/run",
+                    f"state_dir = {d}/state",
+                    f"log_path = {d}/dovecot.log",
+                    "protocols = imap",
+                    "listen = 127.0.0.1",
+                    f"mail_location = maildir:{d}/mail/%n",
+                    "mail_uid = nobody",
+                    "mail_gid = nogroup",
+                    "default_internal_user = nobody",
+                    "default_login_user = nobody",
+                    "first_valid_uid = 0",
+                    "disable_plaintext_auth = no",
+                    "auth_mechanisms = plain login",
+                    *ssl_lines,
+                    "passdb {",
+                    "  driver = passwd-file",
+                    f"  args = scheme=PLAIN {d}/passwd",
+                    "}",
+                    "userdb {",
+                    "  driver = static",
+                    f"  args = uid=nobody gid=nogroup home={d}/home/%n",
+                    "}",
+                    "service imap-login {",
+                    "  inet_listener imap {",
+                    "    address = 127.0.0.1",
+                    f"    port = {self.port}",
+                    "  }",
+                    "  inet_listener imaps {",
+                    "    port = 0",
+                    "  }",
+                    "}",
+                    "namespace inbox {",
+                    "  inbox = yes",
+                    "  separator = /",
+                    "}",
+                    "",
+                ]
+            )
+        )
+        return conf
+
+    def start(self) -> DovecotServer:
+        conf = self._config()
+        self.proc = subprocess.Popen(
+            [DOVECOT, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        wait_for(
+            lambda: _port_open(self.port) or self.proc.poll() is not None,  # type: ignore[union-attr]
+            what="dovecot listening",
+        )
+        assert self.proc.poll() is None, self.proc.stderr.read() if self.proc.stderr else b""
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@dataclass
+class SmtpInbox:
+    """An aiosmtpd server that keeps what it receives."""
+
+    port: int = 0
+    received: list[Any] = field(default_factory=list)
+    controller: Any = None
+    fail_next: list[int] = field(default_factory=list)  # SMTP codes to answer DATA with
+
+    def start(self) -> SmtpInbox:
+        from aiosmtpd.controller import Controller
+
+        inbox = self
+
+        class Handler:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                if inbox.fail_next:
+                    code = inbox.fail_next.pop(0)
+                    return f"{code} try later" if code < 500 else f"{code} mailbox unavailable"
+                msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
+                inbox.received.append((envelope.mail_from, list(envelope.rcpt_tos), msg))
+                return "250 OK"
+
+        self.port = free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+
+    def wait(self, count: int, timeout: float = 20) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while len(self.received) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"expected {count} mails, got {len(self.received)}")
+            time.sleep(0.05)
+        return self.received

@@ -1,0 +1,428 @@
+"""E-mail end to end with real servers on loopback: pymap (IMAP) in the default
+suite, Dovecot for IDLE, STARTTLS, UIDVALIDITY changes and MOVE, aiosmtpd
+receiving the daemon's replies. The daemon runs as a process."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Callable, Iterator
+from email.utils import make_msgid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_sync
+
+from router.mail import MailError, parse
+from tests.mail_servers import DovecotServer, ImapServer, PymapServer, SmtpInbox
+from tests.support import CORPORA, DaemonProcess, RedisServer, cli, free_port, write_config
+
+FOLDER = "Support"
+EMAILS = sorted(p for p in (CORPORA / "emails").rglob("*") if p.is_file() and p.name != "LICENSE")
+
+
+def mail(
+    sender: str,
+    subject: str,
+    body: str,
+    *,
+    message_id: str | None = None,
+    in_reply_to: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> bytes:
+    lines = [
+        f"From: {sender}",
+        "To: support@example.com",
+        f"Subject: {subject}",
+        f"Message-ID: {message_id or make_msgid(domain='customer.example')}",
+        "Date: Sun, 22 Nov 2026 10:00:00 +0530",
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+    ]
+    if in_reply_to:
+        lines += [f"In-Reply-To: {in_reply_to}", f"References: {in_reply_to}"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n" + body + "\r\n").encode()
+
+
+@pytest.fixture
+def pymap() -> Iterator[PymapServer]:
+    server = PymapServer().start()
+    server.create(FOLDER)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpInbox]:
+    inbox = SmtpInbox().start()
+    yield inbox
+    inbox.stop()
+
+
+def mail_config(
+    tmp: Path,
+    redis_url: str,
+    imap: ImapServer,
+    smtp: SmtpInbox | None = None,
+    name: str = "d1",
+    **account: Any,
+) -> Path:
+    port = free_port()
+    acct = {
+        "name": "support",
+        "host": "127.0.0.1",
+        "port": imap.port,
+        "security": "none",
+        "username": imap.user,
+        "password": {"env": "IMAP_PASSWORD"},
+        "folders": [FOLDER],
+        "poll_interval": "1s",
+        **account,
+    }
+    email_cfg: dict[str, Any] = {"enabled": True, "accounts": [acct]}
+    if smtp is not None:
+        email_cfg["smtp"] = {
+            "host": "127.0.0.1",
+            "port": smtp.port,
+            "security": "none",
+            "from_address": "support@example.com",
+            "from_name": "Acme Support",
+        }
+    return write_config(
+        tmp / f"{name}.yaml",
+        redis_url,
+        port,
+        **{
+            "instance_id": name,
+            "state_dir": str(tmp / name),
+            "channels.email": email_cfg,
+            "routing": {
+                "languages": ["en", "ja", "ko", "de", "pt"],
+                "default_language": "en",
+                "default_queue": "general",
+            },
+            "queues": {"general": {}},
+            "rules": [],
+        },
+    )
+
+
+def start(config: Path, imap: ImapServer) -> DaemonProcess:
+    import yaml
+
+    port = int(yaml.safe_load(config.read_text())["http"]["listen"].rsplit(":", 1)[1])
+    return DaemonProcess(config, port, env={"IMAP_PASSWORD": imap.password}).start()
+
+
+def queued(r: redis_sync.Redis) -> list[dict[str, str]]:
+    return [f for b in range(4) for _, f in r.xrange(f"router:q:{{general}}:p{b}")]
+
+
+def dead(r: redis_sync.Redis) -> list[dict[str, str]]:
+    return [f for _, f in r.xrange("router:deadletter")]
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:
+    for _ in range(int(timeout / 0.1)):
+        if value := predicate():
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_every_corpus_message_is_routed_or_dead_lettered(
+    tmp_path: Path, redis_server: RedisServer, pymap: PymapServer
+) -> None:
+    r = redis_server.client()
+    client = pymap.session()
+    ids: dict[str, int] = {}
+    expected_dead = 0
+    refused = []
+    for path in EMAILS:
+        raw = path.read_bytes()
+        if client.append(f'"{FOLDER}"', None, None, raw)[0] != "OK":
+            refused.append(path.name)  # an IMAP server takes no empty message
+            continue
+        try:
+            parsed = parse(raw)
+            if parsed.sender is None or parsed.delivery_report is not None:
+                expected_dead += 1
+            elif parsed.message_id:
+                ids[parsed.message_id] = ids.get(parsed.message_id, 0) + 1
+        except MailError:
+            expected_dead += 1
+    client.logout()
+    duplicates = sum(n - 1 for n in ids.values())
+    assert len(EMAILS) == 104 and refused == ["sample_output_multipart"]
+    daemon = start(mail_config(tmp_path, redis_server.url, pymap), pymap)
+    try:
+        total = len(EMAILS) - len(refused)
+        await until(
+            lambda: len(queued(r)) + len(dead(r)) + duplicates >= total,
+            timeout=60,
+            what=f"{total} messages routed or dead-lettered",
+        )
+        await asyncio.sleep(1.5)  # nothing more trickles in
+        assert len(queued(r)) + len(dead(r)) + duplicates == total
+        assert len(dead(r)) == expected_dead
+        assert all(d["reason"] for d in dead(r))
+        # every message on the server is marked processed: none left for a re-fetch
+        flags = [f for _, f, _ in pymap.messages(FOLDER)]
+        assert len(flags) == total and all("\\Seen" in f for f in flags), (
+            flags
+        )  # pymap: no keywords
+        texts = [r.hget(f"router:msg:{{{e['message_id']}}}", "text") or "" for e in queued(r)]
+        subjects = [r.hget(f"router:msg:{{{e['message_id']}}}", "subject") or "" for e in queued(r)]
+        blob = "\n".join(texts + subjects)
+        assert any("\u3042" <= ch <= "\u30ff" for ch in blob), "no readable Japanese"
+        assert any("\uac00" <= ch <= "\ud7a3" for ch in blob), "no readable Korean"
+        raw_dead = next(d for d in dead(r))
+        assert base64.b64decode(raw_dead["payload"])  # the raw message is kept
+        assert daemon.proc is not None and daemon.proc.poll() is None
+    finally:
+        daemon.stop()
+
+
+async def test_reply_by_smtp_threads_both_ways(
+    tmp_path: Path, redis_server: RedisServer, pymap: PymapServer, smtp: SmtpInbox
+) -> None:
+    r = redis_server.client()
+    first_id = make_msgid(domain="customer.example")
+    pymap.append(
+        FOLDER,
+        mail(
+            "Ana Silva <ana@customer.example>",
+            "Order 1234 missing",
+            "Hello, my order 1234 has not arrived yet.",
+            message_id=first_id,
+        ),
+    )
+    daemon = start(mail_config(tmp_path, redis_server.url, pymap, smtp), pymap)
+    try:
+        (entry,) = await until(lambda: queued(r), what="routed")
+        ack_from, ack_to, ack = (await asyncio.to_thread(smtp.wait, 1))[0]
+        assert ack_to == ["ana@customer.example"] and ack["Auto-Submitted"] == "auto-replied"
+        assert ack["In-Reply-To"] == first_id and ack["Subject"] == "Re: Order 1234 missing"
+        out = cli(
+            daemon.config,
+            "reply",
+            entry["conversation_id"],
+            "--text",
+            "Hi Ana,\nit ships today.",
+            "--agent",
+            "bob",
+        )
+        assert out.returncode == 0, out.stderr
+        _, _, reply = (await asyncio.to_thread(smtp.wait, 2))[1]
+        assert reply["In-Reply-To"] == first_id and "Auto-Submitted" not in reply
+        assert reply["From"] == "Acme Support <support@example.com>"
+        parts = {p.get_content_type(): p.get_content() for p in reply.iter_parts()}
+        assert "it ships today." in parts["text/plain"]
+        assert "it ships today." in parts["text/html"]
+        # the customer answers our reply: it threads into the same conversation
+        pymap.append(
+            FOLDER,
+            mail(
+                "ana@customer.example",
+                "Re: Order 1234 missing",
+                "Great, thanks!\n\nOn Sunday Bob wrote:\n> it ships today.",
+                in_reply_to=reply["Message-ID"],
+            ),
+        )
+        second = await until(lambda: len(queued(r)) == 2 and queued(r)[1], what="answer")
+        assert second["conversation_id"] == entry["conversation_id"]
+        text = r.hget(f"router:msg:{{{second['message_id']}}}", "text")
+        assert text.strip() == "Great, thanks!"  # quoted history stripped
+    finally:
+        daemon.stop()
+
+
+async def test_auto_reply_storm_sends_nothing_and_reopens_nothing(
+    tmp_path: Path, redis_server: RedisServer, pymap: PymapServer, smtp: SmtpInbox
+) -> None:
+    r = redis_server.client()
+    client = pymap.session()
+    for i in range(100):
+        pymap.append(
+            FOLDER,
+            mail(
+                f"person{i}@corp.example",
+                "Out of office: your message",
+                "I am out of the office until Monday.",
+                headers={"Auto-Submitted": "auto-replied"},
+            ),
+            client,
+        )
+    client.logout()
+    daemon = start(mail_config(tmp_path, redis_server.url, pymap, smtp), pymap)
+    try:
+        await until(lambda: len(queued(r)) == 100, timeout=60, what="100 auto-replies stored")
+        await asyncio.sleep(3)
+        assert smtp.received == []  # not one acknowledgement
+        # an out-of-office answer on a resolved conversation leaves it resolved
+        conv = queued(r)[0]["conversation_id"]
+        cli(daemon.config, "conversation", "resolve", conv)
+        sender = r.hget(f"router:conv:{{{conv}}}", "reply_to")
+        pymap.append(
+            FOLDER,
+            mail(sender, "Automatic reply", "Away.", headers={"Auto-Submitted": "auto-replied"}),
+        )
+        await until(
+            lambda: r.hget(f"router:conv:{{{conv}}}", "message_count") == "2",
+            what="the second auto-reply recorded",
+        )
+        assert r.hget(f"router:conv:{{{conv}}}", "status") == "resolved"
+        assert len(queued(r)) == 100 and smtp.received == []
+    finally:
+        daemon.stop()
+
+
+async def test_delivery_report_marks_the_reply_failed(
+    tmp_path: Path, redis_server: RedisServer, pymap: PymapServer, smtp: SmtpInbox
+) -> None:
+    r = redis_server.client()
+    pymap.append(FOLDER, mail("ana@customer.example", "Question", "Do you ship to Japan?"))
+    daemon = start(mail_config(tmp_path, redis_server.url, pymap, smtp), pymap)
+    try:
+        (entry,) = await until(lambda: queued(r), what="routed")
+        out = cli(daemon.config, "reply", entry["conversation_id"], "--text", "Yes.", "--json")
+        outbox_id = json.loads(out.stdout)["outbox_id"]
+        sent = (await asyncio.to_thread(smtp.wait, 2))[1][2]
+        report = (
+            "From: MAILER-DAEMON@mx.customer.example\r\nTo: support@example.com\r\n"
+            "Subject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\n"
+            f"Message-ID: {make_msgid(domain='mx.customer.example')}\r\n"
+            'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+            "--B\r\nContent-Type: text/plain\r\n\r\nThe mail could not be delivered.\r\n"
+            "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+            "Reporting-MTA: dns; mx.customer.example\r\n\r\n"
+            "Final-Recipient: rfc822; ana@customer.example\r\nAction: failed\r\n"
+            "Status: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 user unknown\r\n"
+            "--B\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+            f"Message-ID: {sent['Message-ID']}\r\nSubject: Re: Question\r\n"
+            "--B--\r\n"
+        ).encode()
+        pymap.append(FOLDER, report)
+        await until(
+            lambda: r.hget(f"router:delivery:{{{outbox_id}}}", "status") == "failed",
+            what="the reply marked failed",
+        )
+        assert "user unknown" in r.hget(f"router:delivery:{{{outbox_id}}}", "last_error")
+        assert len(queued(r)) == 1  # no conversation for the bounce
+    finally:
+        daemon.stop()
+
+
+async def test_sigkill_during_a_500_message_fetch(
+    tmp_path: Path, redis_server: RedisServer, pymap: PymapServer
+) -> None:
+    r = redis_server.client()
+    client = pymap.session()
+    for i in range(500):
+        pymap.append(
+            FOLDER,
+            mail(
+                f"c{i % 50}@customer.example",
+                f"Question {i}",
+                f"Question number {i}",
+                message_id=f"<q{i}@customer.example>",
+            ),
+            client,
+        )
+    client.logout()
+    config = mail_config(tmp_path, redis_server.url, pymap)
+    daemon = start(config, pymap)
+    await until(lambda: len(queued(r)) >= 60, what="part of the fetch done")
+    daemon.kill()
+    daemon = start(config, pymap)
+    try:
+        await until(lambda: len(queued(r)) >= 500, timeout=90, what="all 500 routed")
+        await asyncio.sleep(2)
+        sources = [r.hget(f"router:msg:{{{e['message_id']}}}", "source_id") for e in queued(r)]
+        assert len(sources) == 500 and len(set(sources)) == 500
+        flags = [f for _, f, _ in pymap.messages(FOLDER)]
+        assert len(flags) == 500 and all("\\Seen" in f for f in flags)
+    finally:
+        daemon.stop()
+
+
+dovecot_only = pytest.mark.skipif(
+    not DovecotServer.available,
+    reason="needs Debian's dovecot-imapd and root: run scripts/test as root (it installs "
+    "it), or `apt install dovecot-imapd`",
+)
+
+
+@dovecot_only
+async def test_dovecot_idle_starttls_move_and_uidvalidity(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    r = redis_server.client()
+    dovecot = DovecotServer(starttls=True).start()
+    try:
+        dovecot.create(FOLDER)
+        dovecot.append(
+            FOLDER,
+            mail(
+                "ken@customer.example",
+                "Hello",
+                "First question",
+                message_id="<k1@customer.example>",
+            ),
+        )
+        config = mail_config(
+            tmp_path,
+            redis_server.url,
+            dovecot,
+            security="starttls",
+            ca_file=str(dovecot.cert),
+            processed="move",
+            processed_folder="Processed",
+            poll_interval="10m",
+            idle_renew="2s",
+        )
+        daemon = start(config, dovecot)
+        try:
+            await until(lambda: len(queued(r)) == 1, what="first message")
+            # IDLE: a new message arrives within seconds although polling is every 10 min
+            t0 = time.monotonic()
+            dovecot.append(
+                FOLDER,
+                mail(
+                    "ken@customer.example",
+                    "Again",
+                    "Second question",
+                    message_id="<k2@customer.example>",
+                ),
+            )
+            await until(lambda: len(queued(r)) == 2, timeout=10, what="pushed by IDLE")
+            assert time.monotonic() - t0 < 5  # IDLE renews every 15 s, polling every 10 min
+            # MOVE: processed mail left the folder for Processed
+            await until(lambda: len(dovecot.messages("Processed")) == 2, what="moved")
+            assert dovecot.messages(FOLDER) == []
+            # UIDVALIDITY changes (the folder is recreated with the same mail): no duplicate
+            dovecot.delete(FOLDER)
+            dovecot.create(FOLDER)
+            for _, _, raw in dovecot.messages("Processed"):
+                dovecot.append(FOLDER, raw)
+            dovecot.append(
+                FOLDER,
+                mail(
+                    "ken@customer.example",
+                    "Third",
+                    "Third question",
+                    message_id="<k3@customer.example>",
+                ),
+            )
+            await until(lambda: len(queued(r)) == 3, timeout=45, what="the new one only")
+            await asyncio.sleep(2)
+            assert len(queued(r)) == 3
+        finally:
+            daemon.stop()
+        assert "imap_uidvalidity_changed" in daemon.log() or len(queued(r)) == 3
+    finally:
+        dovecot.stop()
