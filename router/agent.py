@@ -287,3 +287,50 @@ class AgentClient:
 
     async def delivery(self, outbox_id: str) -> dict[str, str]:
         return await self.store.redis.hgetall(self.keys.delivery(outbox_id))
+
+
+async def send_transcript(
+    store: Store, message: OutboundMessage, min_interval: float = 600
+) -> bool:
+    """E-mail a chat's transcript to the visitor who left, if they gave an
+    address (at most once per ``min_interval`` per conversation). True if queued."""
+    keys = store.keys
+    r = store.redis
+    conv = await r.hgetall(keys.conversation(message.conversation_id))
+    customer = conv.get("customer_id")
+    if not customer:
+        return False
+    emails = sorted(
+        i.partition(":")[2]
+        for i in await r.smembers(keys.customer_identities(customer))
+        if i.startswith("email:")
+    )
+    last = float(conv.get("transcript_at", 0) or 0)
+    if not emails or time.time() - last < min_interval:
+        return False
+    lines = []
+    for _, f in await r.xrange(keys.timeline(message.conversation_id)):
+        if f.get("message_id"):
+            text = await r.hget(keys.message(f["message_id"]), "text")
+            who = "You"
+        else:
+            text = await r.hget(keys.delivery(f.get("outbox_id", "")), "text")
+            who = f.get("agent") or "Support"
+        if text:
+            lines.append(f"{who}: {text}")
+    out = OutboundMessage(
+        id=new_id("o"),
+        conversation_id=message.conversation_id,
+        channel="email",
+        to=emails[0],
+        kind="transcript",
+        subject=conv.get("subject") or "Your chat with us",
+        text="You left the chat before we answered. Here is the conversation:\n\n"
+        + "\n\n".join(lines),
+    )
+    pipe = r.pipeline(transaction=True)
+    record_outbound(pipe, keys, out, int(await AgentClient(store).retention()))
+    pipe.xadd(keys.outbox, {"o": out.to_json()})
+    pipe.hset(keys.conversation(message.conversation_id), "transcript_at", f"{time.time():.3f}")
+    await pipe.execute()
+    return True

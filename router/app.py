@@ -29,13 +29,14 @@ from router.adapters.imap import ImapAdapter
 from router.adapters.smtp import SmtpSender
 from router.adapters.twilio import TwilioAdapter, TwilioSender
 from router.adapters.x import XAdapter, XSender
-from router.agent import AgentClient
+from router.agent import AgentClient, send_transcript
 from router.config import Config, load_config
 from router.deadletters import dead_letter_raw
 from router.embedded import EmbeddedRedis
 from router.http import build_app
 from router.ingest import Ingestor
 from router.metrics import Metrics
+from router.model import OutboundMessage
 from router.outbox import OutboxWorker, record_delivery_report
 from router.overflow import OverflowWorker
 from router.pipeline import RoutingWorker
@@ -175,7 +176,12 @@ class Daemon:
                 node=cfg.node_id,
             )
             adapters.append(ChatAdapter(self.config, chat_ctx, hub))
-            senders["chat"] = ChatSender(self.config, hub)
+
+            async def transcript(message: OutboundMessage) -> None:
+                if "email" in senders:  # a visitor who left gets it by e-mail
+                    await send_transcript(store, message)
+
+            senders["chat"] = ChatSender(self.config, hub, transcript)
         if cfg.channels.x.enabled:
             x_ctx = AdapterContext(
                 ingest=ingestor.ingest,

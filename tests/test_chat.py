@@ -256,3 +256,61 @@ async def test_reply_reaches_the_socket_on_another_daemon_and_email_ties_profile
     finally:
         a.stop()
         b.kill()
+
+
+async def test_a_visitor_who_left_gets_the_transcript_by_email(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    from tests.mail_servers import SmtpInbox
+
+    smtp = SmtpInbox().start()
+    path, port = chat_config(
+        tmp_path,
+        redis_server.url,
+        **{
+            "channels.chat.away_after": "1s",
+            "channels.email": {
+                "enabled": True,
+                "smtp": {
+                    "host": "127.0.0.1",
+                    "port": smtp.port,
+                    "security": "none",
+                    "from_address": "support@example.com",
+                },
+            },
+        },
+    )
+    daemon = start(path, port)
+    r = redis_server.client()
+    try:
+        async with aiohttp.ClientSession() as http:
+            v, _ = await connect(http, daemon)
+            await v.send(type="email", email="ana@example.com")
+            await v.recv("email_ok")
+            await v.send(type="message", id="q", text="Can I change the size of my order?")
+            await v.recv("ack")
+            entry = (
+                await until(
+                    lambda: [e for e in entries(r, "support-en") if e["channel"] == "chat"][-1:],
+                    what="routed",
+                )
+            )[0]
+            await v.ws.close()  # the visitor leaves
+        await asyncio.sleep(2.5)  # away_after passes
+        cli(
+            daemon.config,
+            "reply",
+            entry["conversation_id"],
+            "--text",
+            "Yes: reply with the size you need.",
+            "--agent",
+            "bob",
+        )
+        ((_, to, mail),) = await asyncio.to_thread(smtp.wait, 1)
+        assert to == ["ana@example.com"]
+        body = mail.get_body(("plain",)).get_content()
+        assert "Can I change the size of my order?" in body
+        assert "bob: Yes: reply with the size you need." in body
+    finally:
+        daemon.stop()
+        smtp.stop()

@@ -32,7 +32,7 @@ import hmac
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +147,7 @@ class ChatAdapter:
         self.ctx = ctx
         self.hub = hub
         self._listener: asyncio.Task[None] | None = None
+        self._presence: asyncio.Task[None] | None = None
 
     @property
     def settings(self) -> ChatSettings:
@@ -161,15 +162,26 @@ class ChatAdapter:
 
     async def start(self) -> None:
         self._listener = asyncio.create_task(self.hub.listen(), name="chat-push")
+        self._presence = asyncio.create_task(self._keep_online(), name="chat-presence")
+
+    async def _keep_online(self) -> None:
+        """Visitors with a socket open here stay "online" (replies are not e-mailed)."""
+        while True:
+            away = self.settings.away_after
+            with contextlib.suppress(Exception):
+                for visitor in list(self.hub.sockets):
+                    await self.hub.redis.set(self.hub.online_key(visitor), "1", ex=int(away))
+            await asyncio.sleep(max(1.0, away / 3))
 
     async def stop(self) -> None:
         for sockets in list(self.hub.sockets.values()):
             for ws in list(sockets):
                 await ws.close(code=1001, message=b"server shutting down")
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listener
+        for task in (self._listener, self._presence):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
     def ready(self) -> tuple[bool, str]:
         alive = self._listener is not None and not self._listener.done()
@@ -389,13 +401,20 @@ class Session:
 
 
 class ChatSender:
-    """Pushes replies to the visitor (stored for resume, delivered live)."""
+    """Pushes replies to the visitor (stored for resume, delivered live); a
+    visitor who has left gets the transcript by e-mail if they gave an address."""
 
     channel = "chat"
 
-    def __init__(self, get_config: Callable[[], Config], hub: ChatHub) -> None:
+    def __init__(
+        self,
+        get_config: Callable[[], Config],
+        hub: ChatHub,
+        transcript: Callable[[OutboundMessage], Awaitable[None]] | None = None,
+    ) -> None:
         self.get_config = get_config
         self.hub = hub
+        self.transcript = transcript
 
     async def send(self, message: OutboundMessage) -> str:
         chat = self.get_config().channels.chat
@@ -405,4 +424,8 @@ class ChatSender:
             "agent": message.agent,
             "at": time.time(),
         }
-        return await self.hub.push(message.to, event, chat.history, chat.history_ttl)
+        event_id = await self.hub.push(message.to, event, chat.history, chat.history_ttl)
+        away = not await self.hub.redis.exists(self.hub.online_key(message.to))
+        if away and message.kind == "reply" and self.transcript is not None:
+            await self.transcript(message)
+        return event_id

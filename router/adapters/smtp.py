@@ -34,7 +34,11 @@ def build(message: OutboundMessage, smtp: SmtpSettings) -> EmailMessage:
     mail["From"] = formataddr((smtp.from_name or "", sender)) if smtp.from_name else sender
     mail["To"] = message.to
     subject = message.subject or ""
-    if message.kind != "new" and subject and not subject.lower().startswith("re:"):
+    if (
+        message.kind not in ("new", "transcript")
+        and subject
+        and not subject.lower().startswith("re:")
+    ):
         subject = f"Re: {subject}"
     mail["Subject"] = subject or "Your message"
     mail["Date"] = formatdate(localtime=False)
