@@ -426,3 +426,53 @@ async def test_dovecot_idle_starttls_move_and_uidvalidity(
         assert "imap_uidvalidity_changed" in daemon.log() or len(queued(r)) == 3
     finally:
         dovecot.stop()
+
+
+async def test_smtp_failures_retry_then_give_up_and_imap_reconnects(
+    tmp_path: Path, redis_server: RedisServer, smtp: SmtpInbox
+) -> None:
+    """A 4xx is retried, a 5xx is final; the IMAP server going away and coming
+    back on the same port is survived; polling works where IDLE is not used."""
+    r = redis_server.client()
+    imap = PymapServer().start()
+    imap.create(FOLDER)
+    imap.create("Urgent")
+    imap.append(FOLDER, mail("ana@customer.example", "Hi", "First question"))
+    config = mail_config(
+        tmp_path, redis_server.url, imap, smtp, idle=False, folders=[FOLDER, "Urgent"]
+    )
+    daemon = start(config, imap)
+    try:
+        (entry,) = await until(lambda: queued(r), what="routed by polling")
+        await asyncio.to_thread(smtp.wait, 1)  # the acknowledgement
+        smtp.fail_next = [451]
+        out = cli(daemon.config, "reply", entry["conversation_id"], "--text", "Hello", "--json")
+        oid = json.loads(out.stdout)["outbox_id"]
+        await until(
+            lambda: r.hget(f"router:delivery:{{{oid}}}", "status") == "sent",
+            what="sent on the second attempt",
+        )
+        assert r.hget(f"router:delivery:{{{oid}}}", "attempts") == "2"
+        smtp.fail_next = [550]
+        out = cli(daemon.config, "reply", entry["conversation_id"], "--text", "Again", "--json")
+        failed = json.loads(out.stdout)["outbox_id"]
+        await until(
+            lambda: r.hget(f"router:delivery:{{{failed}}}", "status") == "failed",
+            what="refused for good",
+        )
+        assert "550" in r.hget(f"router:delivery:{{{failed}}}", "last_error")
+        # the IMAP server restarts (empty, same port): the watcher reconnects
+        port = imap.port
+        imap.stop()
+        await asyncio.sleep(2)
+        imap = PymapServer()
+        imap.port = port
+        imap.start()
+        imap.create(FOLDER)
+        imap.create("Urgent")
+        imap.append("Urgent", mail("bo@customer.example", "Urgent", "Please call me"))
+        await until(lambda: len(queued(r)) == 2, timeout=60, what="routed after reconnecting")
+        assert daemon.events("imap_reconnecting")
+    finally:
+        daemon.stop()
+        imap.stop()

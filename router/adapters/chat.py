@@ -114,7 +114,22 @@ class ChatHub:
         return [(i, orjson.loads(f["e"])) for i, f in rows]
 
     async def listen(self) -> None:
-        """Deliver every pushed event to the sockets this daemon holds."""
+        """Deliver pushed events to the sockets here, resubscribing after any failure
+        (a socket misses nothing meanwhile: it resumes from the stream)."""
+        while True:
+            try:
+                await self._listen_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "chat_push_listener_restarting",
+                    error=f"{type(exc).__name__}: {exc}",
+                    action="resubscribing in 1s; Redis may be restarting",
+                )
+                await asyncio.sleep(1.0)
+
+    async def _listen_once(self) -> None:
         pubsub = self.redis.pubsub()
         await pubsub.subscribe(self.channel)
         try:

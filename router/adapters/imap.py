@@ -36,7 +36,6 @@ import structlog
 
 from router.adapters.base import AdapterContext
 from router.config import Config, ImapAccountSettings
-from router.ingest import StoreUnavailable
 from router.mail import MailError, ParsedMail, parse
 from router.model import Hints, Identity, InboundMessage
 
@@ -172,15 +171,7 @@ class FolderWatcher:
                 client = await open_imap(self.account)
                 self.connected, failures = True, 0
                 await self.watch(client)
-            except (
-                ImapFailure,
-                aioimaplib.AioImapException,
-                OSError,
-                TimeoutError,
-                ssl.SSLError,
-                StoreUnavailable,
-                asyncio.IncompleteReadError,
-            ) as exc:
+            except Exception as exc:  # whatever breaks, the watcher reconnects: never stops
                 failures += 1
                 self.connected = False
                 self.last_error = f"{type(exc).__name__}: {exc}"

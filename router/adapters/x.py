@@ -214,6 +214,16 @@ class XAdapter:
                     error=self.last_error,
                     action="check the X credentials and the account's access level",
                 )
+            except Exception as exc:  # anything else: back off, never stop polling
+                self.failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                pause = max(x.poll_interval, min(900.0, 2.0**self.failures))
+                log.exception(
+                    "x_poll_error",
+                    error=self.last_error,
+                    retry_in_s=round(pause),
+                    action="polling goes on after the pause; report this if it repeats",
+                )
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=pause)
