@@ -113,6 +113,7 @@ class DovecotServer(ImapServer):
         self.user, self.password = USER, PASSWORD
         self.dir = Path(tempfile.mkdtemp(prefix="dovecot-"))
         self.starttls = starttls
+        self.tls_port = free_port()  # implicit TLS (imaps), with starttls=True
         self.proc: subprocess.Popen[bytes] | None = None
         self.cert = self.dir / "cert.pem"
         self.key = self.dir / "key.pem"
@@ -185,7 +186,9 @@ class DovecotServer(ImapServer):
                     f"    port = {self.port}",
                     "  }",
                     "  inet_listener imaps {",
-                    "    port = 0",
+                    "    address = 127.0.0.1",
+                    f"    port = {self.tls_port if self.starttls else 0}",
+                    "    ssl = yes",
                     "  }",
                     "}",
                     "namespace inbox {",
@@ -228,9 +231,14 @@ class SmtpInbox:
     received: list[Any] = field(default_factory=list)
     controller: Any = None
     fail_next: list[int] = field(default_factory=list)  # SMTP codes to answer DATA with
+    # STARTTLS (required) with this certificate, and AUTH with this user:password
+    cert: tuple[Path, Path] | None = None
+    login: tuple[str, str] | None = None
+    logins: list[str] = field(default_factory=list)
 
     def start(self) -> SmtpInbox:
         from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult, LoginPassword
 
         inbox = self
 
@@ -243,8 +251,31 @@ class SmtpInbox:
                 inbox.received.append((envelope.mail_from, list(envelope.rcpt_tos), msg))
                 return "250 OK"
 
+        def authenticate(
+            server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+        ) -> Any:
+            ok = (
+                isinstance(data, LoginPassword)
+                and inbox.login is not None
+                and (data.login.decode(), data.password.decode()) == inbox.login
+            )
+            if ok:
+                inbox.logins.append(data.login.decode())
+            return AuthResult(success=ok)
+
+        kwargs: dict[str, Any] = {}
+        if self.cert is not None:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(str(self.cert[0]), str(self.cert[1]))
+            kwargs.update(tls_context=ctx, require_starttls=True)
+        if self.login is not None:
+            kwargs.update(
+                authenticator=authenticate,
+                auth_required=True,
+                auth_require_tls=self.cert is not None,
+            )
         self.port = free_port()
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, **kwargs)
         self.controller.start()
         return self
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import redis as redis_sync
+import yaml
 
 from router.mail import MailError, parse
 from tests.mail_servers import DovecotServer, ImapServer, PymapServer, SmtpInbox
@@ -112,8 +113,6 @@ def mail_config(
 
 
 def start(config: Path, imap: ImapServer) -> DaemonProcess:
-    import yaml
-
     port = int(yaml.safe_load(config.read_text())["http"]["listen"].rsplit(":", 1)[1])
     return DaemonProcess(config, port, env={"IMAP_PASSWORD": imap.password}).start()
 
@@ -476,3 +475,45 @@ async def test_smtp_failures_retry_then_give_up_and_imap_reconnects(
     finally:
         daemon.stop()
         imap.stop()
+
+
+@dovecot_only
+async def test_implicit_tls_imap_and_smtp_starttls_with_auth(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    r = redis_server.client()
+    dovecot = DovecotServer(starttls=True).start()
+    smtp = SmtpInbox(cert=(dovecot.cert, dovecot.key), login=("mailer", "smtp-pass")).start()
+    try:
+        dovecot.create(FOLDER)
+        dovecot.append(FOLDER, mail("ken@customer.example", "Hello", "A question over TLS"))
+        config = mail_config(
+            tmp_path,
+            redis_server.url,
+            dovecot,
+            smtp,
+            security="tls",
+            port=dovecot.tls_port,
+            ca_file=str(dovecot.cert),
+        )
+        data = yaml.safe_load(config.read_text())
+        data["channels"]["email"]["smtp"].update(
+            security="starttls",
+            ca_file=str(dovecot.cert),
+            username="mailer",
+            password={"env": "SMTP_PASSWORD"},
+        )
+        config.write_text(yaml.safe_dump(data))
+        port = int(data["http"]["listen"].rsplit(":", 1)[1])
+        daemon = DaemonProcess(
+            config, port, env={"IMAP_PASSWORD": dovecot.password, "SMTP_PASSWORD": "smtp-pass"}
+        ).start()
+        try:
+            await until(lambda: queued(r), what="routed over implicit TLS")
+            ((_, to, ack),) = await asyncio.to_thread(smtp.wait, 1)
+            assert to == ["ken@customer.example"] and smtp.logins == ["mailer"]
+        finally:
+            daemon.stop()
+    finally:
+        smtp.stop()
+        dovecot.stop()
