@@ -16,7 +16,9 @@ import contextlib
 import gc
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -139,78 +141,7 @@ class Daemon:
         ingestor = Ingestor(store, cfg.ingest.dedup_ttl)
         await ingestor.start()
 
-        adapters: list[Adapter] = self.adapters
-        senders: dict[str, Sender] = {}
-        api_sender = ApiCallbackSender(self.config)
-        senders["api"] = api_sender
-        closers = [api_sender.close]
-
-        async def report(outbox_id: str, status: str, error: str | None) -> None:
-            await record_delivery_report(store, outbox_id, status, error)
-
-        email = cfg.channels.email
-        if email.enabled:
-            mail_ctx = AdapterContext(
-                ingest=ingestor.ingest,
-                state=RedisAdapterState(store, "email"),
-                report_delivery=report,
-                accepting=lambda: self.accepting,
-                node=cfg.node_id,
-            )
-
-            async def dead_mail(source: str, raw: bytes, reason: str) -> None:
-                await dead_letter_raw(store, source, raw, reason)
-                self.metrics.dead_letters.labels("email").inc()
-
-            if email.accounts:
-                adapters.append(ImapAdapter(self.config, mail_ctx, dead_mail))
-            if email.smtp is not None:
-                senders["email"] = SmtpSender(self.config, mail_ctx)
-        if cfg.channels.chat.enabled:
-            hub = ChatHub(store.redis, store.keys.prefix)
-            chat_ctx = AdapterContext(
-                ingest=ingestor.ingest,
-                state=RedisAdapterState(store, "chat"),
-                report_delivery=report,
-                accepting=lambda: self.accepting,
-                node=cfg.node_id,
-            )
-            adapters.append(ChatAdapter(self.config, chat_ctx, hub))
-
-            async def transcript(message: OutboundMessage) -> None:
-                if "email" in senders:  # a visitor who left gets it by e-mail
-                    await send_transcript(store, message)
-
-            senders["chat"] = ChatSender(self.config, hub, transcript)
-        if cfg.channels.x.enabled:
-            x_ctx = AdapterContext(
-                ingest=ingestor.ingest,
-                state=RedisAdapterState(store, "x"),
-                report_delivery=report,
-                accepting=lambda: self.accepting,
-                node=cfg.node_id,
-            )
-            adapters.append(XAdapter(self.config, x_ctx))
-            for channel in X_CHANNELS:
-                x_sender = XSender(channel, self.config)
-                senders[channel] = x_sender
-                closers.append(x_sender.close)
-        if cfg.channels.twilio.enabled:
-            twilio_ctx = AdapterContext(
-                ingest=ingestor.ingest,
-                state=RedisAdapterState(store, "twilio"),
-                report_delivery=report,
-                accepting=lambda: self.accepting,
-                voice_prompt=VoicePrompter(store, self.current_routing),
-            )
-            adapters.append(TwilioAdapter(self.config, twilio_ctx))
-            for channel in TWILIO_CHANNELS:
-                sender = TwilioSender(channel, self.config, twilio_ctx)
-                senders[channel] = sender
-                closers.append(sender.close)
-        adapters.append(
-            ApiAdapter(self.config, ingestor.ingest, self.metrics, lambda: self.accepting)
-        )
+        adapters, senders, closers = self._channels(cfg, store, ingestor)
 
         app = build_app(
             adapters=adapters,
@@ -302,6 +233,70 @@ class Daemon:
         await self._close_redis()
         log.info("stopped", seconds=round(time.monotonic() - started, 2))
         return 1 if crashed else 0
+
+    def _channels(
+        self, cfg: Config, store: Store, ingestor: Ingestor
+    ) -> tuple[list[Adapter], dict[str, Sender], list[Callable[[], Awaitable[None]]]]:
+        """The enabled channels: their adapters (inbound), senders (outbound by
+        channel name) and what to close at shutdown."""
+        adapters: list[Adapter] = self.adapters
+        senders: dict[str, Sender] = {}
+        closers: list[Callable[[], Awaitable[None]]] = []
+
+        async def report(outbox_id: str, status: str, error: str | None) -> None:
+            await record_delivery_report(store, outbox_id, status, error)
+
+        def context(name: str, **extra: Any) -> AdapterContext:
+            return AdapterContext(
+                ingest=ingestor.ingest,
+                state=RedisAdapterState(store, name),
+                report_delivery=report,
+                accepting=lambda: self.accepting,
+                node=cfg.node_id,
+                **extra,
+            )
+
+        api_sender = ApiCallbackSender(self.config)
+        senders["api"] = api_sender
+        closers.append(api_sender.close)
+        adapters.append(
+            ApiAdapter(self.config, ingestor.ingest, self.metrics, lambda: self.accepting)
+        )
+        email = cfg.channels.email
+        if email.enabled:
+            mail_ctx = context("email")
+
+            async def dead_mail(source: str, raw: bytes, reason: str) -> None:
+                await dead_letter_raw(store, source, raw, reason)
+                self.metrics.dead_letters.labels("email").inc()
+
+            if email.accounts:
+                adapters.append(ImapAdapter(self.config, mail_ctx, dead_mail))
+            if email.smtp is not None:
+                senders["email"] = SmtpSender(self.config, mail_ctx)
+        if cfg.channels.chat.enabled:
+            hub = ChatHub(store.redis, store.keys.prefix)
+            adapters.append(ChatAdapter(self.config, context("chat"), hub))
+
+            async def transcript(message: OutboundMessage) -> None:
+                if "email" in senders:  # a visitor who left gets it by e-mail
+                    await send_transcript(store, message)
+
+            senders["chat"] = ChatSender(self.config, hub, transcript)
+        if cfg.channels.x.enabled:
+            adapters.append(XAdapter(self.config, context("x")))
+            for channel in X_CHANNELS:
+                x_sender = XSender(channel, self.config)
+                senders[channel] = x_sender
+                closers.append(x_sender.close)
+        if cfg.channels.twilio.enabled:
+            twilio_ctx = context("twilio", voice_prompt=VoicePrompter(store, self.current_routing))
+            adapters.append(TwilioAdapter(self.config, twilio_ctx))
+            for channel in TWILIO_CHANNELS:
+                sender = TwilioSender(channel, self.config, twilio_ctx)
+                senders[channel] = sender
+                closers.append(sender.close)
+        return adapters, senders, closers
 
     async def _connect(self, store: Store) -> str:
         """Wait for Redis (it may be starting too), then check and prepare it."""
