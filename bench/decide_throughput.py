@@ -112,7 +112,8 @@ def main() -> None:
     args = ap.parse_args()
     if (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {0})
-    cfg = load_config(ROOT / "config" / "example.yaml", env={"ROUTER_API_TOKEN": "bench"})
+    env = {"ROUTER_API_TOKEN": "bench", "CHAT_SECRET": "bench"}
+    cfg = load_config(ROOT / "config" / "example.yaml", env=env)
     t0 = time.perf_counter()
     routing = Routing.build(cfg, frozenset({"sms", "email", "chat", "api"}))
     print(

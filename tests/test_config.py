@@ -59,7 +59,9 @@ def test_good_config_loads_with_types(tmp_path: Path) -> None:
 
 
 def test_example_config_is_valid() -> None:
-    cfg = load_config(ROOT / "config" / "example.yaml", env={"ROUTER_API_TOKEN": "x"})
+    cfg = load_config(
+        ROOT / "config" / "example.yaml", env={"ROUTER_API_TOKEN": "x", "CHAT_SECRET": "y"}
+    )
     assert cfg.embedded_redis
     assert cfg.routing.default_queue in cfg.queues
 

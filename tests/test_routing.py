@@ -41,7 +41,7 @@ from router.routing import Routing, decide
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config" / "example.yaml"
-ENV = {"ROUTER_API_TOKEN": "x"}
+ENV = {"ROUTER_API_TOKEN": "x", "CHAT_SECRET": "x"}
 SENDABLE = frozenset({"api", "email", "sms", "chat", "whatsapp", "x", "voice"})
 
 # Senders, written as the channels give them.
