@@ -146,7 +146,7 @@ class OutboxWorker:
             return
         delivery = keys.delivery(msg.id)
         status = await redis.hget(delivery, "status")
-        if status == "sent":  # redelivered after a crash
+        if status in ("sent", "delivered"):  # redelivered after a crash
             await redis.xack(keys.outbox, OUTBOX_GROUP, entry_id)
             await redis.xdel(keys.outbox, entry_id)
             return

@@ -301,9 +301,7 @@ class RoutingWorker:
                     failures.append(Failure(e, "commit", f"Redis refused the commit: {r[1]}"))
                     continue
                 fresh = r[0] == 1
-                if r[2] and r[2] != conversation_id:
-                    # another worker opened this customer's conversation first
-                    seen.pop(e.context.customer_id if e.context else "", None)
+                if r[2]:  # (another worker may have opened the conversation first)
                     conversation_id = r[2]
                 latency = max(0.0, time.time() - e.message.received_at)
                 queued = r[1] != ""  # an auto-reply is recorded, not queued
