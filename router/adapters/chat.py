@@ -11,7 +11,6 @@ daemon -> visitor
     ``{"type": "welcome", "token", "visitor"}``         (keep the token for next time)
     ``{"type": "ack", "id", "message_id", "duplicate"}`` (the message is stored)
     ``{"type": "message", "event", "from": "agent"|"system", "text", "agent"?, "at"}``
-    ``{"type": "typing", "from": "agent"}``
     ``{"type": "error", "code", "message"}``             (the connection stays open)
 
 A visitor's token is their visitor id signed with HMAC-SHA256: a visitor can
