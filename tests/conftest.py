@@ -12,6 +12,14 @@ from tests.support import API_TOKEN, DaemonProcess, RedisServer, free_port, writ
 from tests.twilio_emulator import twilio_emulator as twilio_emulator
 
 
+@pytest.fixture(autouse=True)
+def _no_leftover_daemons() -> Iterator[None]:
+    """Kill any daemon a test started and did not stop (on failure, too)."""
+    yield
+    while DaemonProcess.running:
+        DaemonProcess.running.pop().kill()
+
+
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis")

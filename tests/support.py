@@ -166,7 +166,13 @@ def cli(config: Path, *args: str, env: dict[str, str] | None = None) -> subproce
 
 
 class DaemonProcess:
-    """`python -m router serve` as a child process, with its log captured."""
+    """`python -m router serve` as a child process, with its log captured.
+
+    Every started daemon is remembered in ``running`` so that the autouse
+    fixture in conftest.py kills any a test left behind (a failed assertion
+    or an interrupted run must not leave a daemon holding a port)."""
+
+    running: list[DaemonProcess] = []
 
     def __init__(self, config: Path, port: int, env: dict[str, str] | None = None) -> None:
         self.config = config
@@ -188,6 +194,7 @@ class DaemonProcess:
             env=self.env,
             cwd=ROOT,
         )
+        DaemonProcess.running.append(self)
         if wait:
             self.wait_ready()
         return self
