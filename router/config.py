@@ -451,6 +451,9 @@ class WorkerSettings(Strict):
     # After a partial batch, wait this long before reading again (0 = never):
     # adds at most this much latency, saves per-batch cost under load.
     linger: Duration = 0.005
+    # Routing loops per daemon, each over its share of the partitions: one
+    # loop's Python work overlaps another's wait for Redis.
+    concurrency: int = Field(default=2, ge=1, le=64)
 
 
 class OutboxSettings(Strict):

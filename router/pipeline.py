@@ -43,6 +43,11 @@ from router.store import Store, evalsha_many
 
 log = structlog.get_logger("router.pipeline")
 
+#: Most messages committed by one script call (~100 us of Redis each).
+COMMIT_SLICE = 50
+#: Routing decisions between two returns to the event loop (~200 us each).
+YIELD_EVERY = 16
+
 
 @dataclass(slots=True)
 class Entry:
@@ -82,22 +87,73 @@ class RoutingWorker:
     # -- lifecycle ---------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Route until ``stop`` is set; then drain what is already in the
-        partitions we hold (the caller bounds how long), and let go of them."""
-        next_lease = 0.0
-        while True:
+        partitions we hold (the caller bounds how long), and let go of them.
+
+        ``workers.concurrency`` lanes route side by side, each its own share
+        of the partitions (partition number modulo the lane count), so one
+        lane's Python work overlaps another's Redis round trips. A partition
+        is only ever in one lane: its entries stay in stream order.
+        """
+        cfg = self.get_routing().cfg
+        lanes = cfg.workers.concurrency
+        renewed, halt = asyncio.Event(), asyncio.Event()
+        tasks = [
+            asyncio.create_task(
+                self._lane(lane, lanes, stop, renewed, halt), name=f"routing-lane-{lane}"
+            )
+            for lane in range(lanes)
+        ]
+        try:
+            while not all(t.done() for t in tasks):
+                cfg = self.get_routing().cfg
+                try:
+                    await self.renew_leases(cfg.workers.lease_ttl)
+                except (RedisError, OSError) as exc:
+                    log.warning(
+                        "lease_renewal_failed",
+                        error=f"{type(exc).__name__}: {exc}",
+                        action="retrying; messages wait safely in the ingest stream",
+                    )
+                renewed.set()
+                done, _ = await asyncio.wait(
+                    tasks, timeout=cfg.workers.lease_ttl / 3, return_when=asyncio.FIRST_EXCEPTION
+                )
+                for t in done:
+                    if not t.cancelled() and t.exception() is not None:
+                        raise t.exception()  # type: ignore[misc]  # a bug: fail loudly
+        finally:
+            # The flag is what stops lanes: a cancellation can be lost inside a
+            # redis-py command (seen with redis-py 8.1: the read completes and
+            # the lane went on reading).
+            halt.set()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            with contextlib.suppress(RedisError, OSError):
+                await self.release_leases()
+
+    async def _lane(
+        self,
+        lane: int,
+        lanes: int,
+        stop: asyncio.Event,
+        renewed: asyncio.Event,
+        halt: asyncio.Event,
+    ) -> None:
+        """One routing loop over the partitions ``p`` we hold with ``p % lanes == lane``."""
+        await renewed.wait()  # the first lease renewal decides what we hold
+        while not halt.is_set():
             draining = stop.is_set()
             cfg = self.get_routing().cfg
+            mine = [p for p in self.owned if p % lanes == lane]
             try:
-                if time.monotonic() >= next_lease:
-                    await self.renew_leases(cfg.workers.lease_ttl)
-                    next_lease = time.monotonic() + cfg.workers.lease_ttl / 3
-                if not self.owned:
+                if not mine:
                     if draining:
                         break
                     await _wait(stop, cfg.workers.lease_ttl / 3)
                     continue
                 entries = await self.read(
-                    cfg.workers.batch_size, None if draining else cfg.workers.block
+                    cfg.workers.batch_size, None if draining else cfg.workers.block, mine
                 )
                 if entries:
                     await self.route(entries)
@@ -105,9 +161,11 @@ class RoutingWorker:
                         # under load, let a few ms of messages gather: fewer,
                         # larger batches cost far less per message
                         await asyncio.sleep(cfg.workers.linger)
-                elif draining and all(pos == ">" for pos in self.owned.values()):
+                elif draining and all(self.owned.get(p) != "0" for p in mine):
                     break
             except (RedisError, OSError) as exc:
+                if halt.is_set():
+                    break
                 if draining:
                     log.warning(
                         "drain_stopped",
@@ -120,10 +178,10 @@ class RoutingWorker:
                     error=f"{type(exc).__name__}: {exc}",
                     action="retrying in 1s; messages wait safely in the ingest stream",
                 )
-                self.owned = dict.fromkeys(self.owned, "0")
+                for p in mine:  # re-read what we had read but not committed
+                    if p in self.owned:
+                        self.owned[p] = "0"
                 await _wait(stop, 1.0)
-        with contextlib.suppress(RedisError, OSError):
-            await self.release_leases()
 
     async def renew_leases(self, ttl: float) -> None:
         """Keep the partitions we hold, take free ones, adopt their stuck entries."""
@@ -170,10 +228,17 @@ class RoutingWorker:
         self.metrics.partitions_owned.set(0)
 
     # -- 1. read -------------------------------------------------------------
-    async def read(self, count: int, block: float | None) -> list[Entry]:
-        """Next entries of our partitions; waits up to ``block`` seconds (None: not at all)."""
+    async def read(
+        self, count: int, block: float | None, partitions: list[int] | None = None
+    ) -> list[Entry]:
+        """Next entries of our partitions (or of those of ``partitions`` we
+        hold); waits up to ``block`` seconds (None: not at all)."""
         keys = self.store.keys
-        streams = {keys.ingest(p): pos for p, pos in self.owned.items()}
+        owned = self.owned
+        mine = list(owned) if partitions is None else [p for p in partitions if p in owned]
+        if not mine:
+            return []
+        streams = {keys.ingest(p): owned[p] for p in mine}
         replaying = any(pos == "0" for pos in streams.values())
         resp = await self.store.redis.xreadgroup(
             INGEST_GROUP,
@@ -190,9 +255,9 @@ class RoutingWorker:
             for entry_id, fields in items:
                 entries.append(Entry(stream, entry_id, (fields or {}).get("m")))
         if replaying:  # partitions whose pending list is now empty go on to new entries
-            for p, pos in self.owned.items():
-                if pos == "0" and keys.ingest(p) not in got:
-                    self.owned[p] = ">"
+            for p in mine:
+                if owned.get(p) == "0" and keys.ingest(p) not in got:
+                    owned[p] = ">"
         return entries
 
     # -- 2..6 ----------------------------------------------------------------
@@ -236,7 +301,10 @@ class RoutingWorker:
         seen: dict[str, Context] = {}
         calls: list[list[Any]] = []
         committed: list[tuple[Entry, Decision, str]] = []
-        for e in live:
+        for n, e in enumerate(live, 1):
+            if n % YIELD_EVERY == 0:
+                # let intake run: a long batch must not hold the event loop
+                await asyncio.sleep(0)
             assert e.message is not None and e.context is not None
             msg = e.message
             state = seen.setdefault(e.context.customer_id, e.context)
@@ -283,18 +351,22 @@ class RoutingWorker:
 
         # 6. commit (one script call for the batch)
         if calls:
-            results = await store.scripts.commit_route(
-                args=[
-                    INGEST_GROUP,
-                    int(cfg.routing.message_retention),
-                    keys.overflow,
-                    keys.outbox,
-                    orjson.dumps(calls),
-                    f"{now:.3f}",
-                    cfg.routing.conversation_window,
-                    keys.prefix,
-                ]
-            )
+            # In slices, one after the other (in order): a script blocks Redis
+            # while it runs, and intake's writes must not wait behind a long one.
+            results: list[Any] = []
+            for k in range(0, len(calls), COMMIT_SLICE):
+                results += await store.scripts.commit_route(
+                    args=[
+                        INGEST_GROUP,
+                        int(cfg.routing.message_retention),
+                        keys.overflow,
+                        keys.outbox,
+                        orjson.dumps(calls[k : k + COMMIT_SLICE]),
+                        f"{now:.3f}",
+                        cfg.routing.conversation_window,
+                        keys.prefix,
+                    ]
+                )
             for (e, decision, conversation_id), r in zip(committed, results, strict=True):
                 assert e.message is not None
                 if r[0] == -1:
