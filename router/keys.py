@@ -50,6 +50,11 @@ class Keys:
         """Stream of one ingest partition, consumer group ``routers``."""
         return f"{self.prefix}ingest:{{{partition}}}"
 
+    @property
+    def routing_nodes(self) -> str:
+        """Sorted set: routing nodes alive, score = when their heartbeat expires (ms)."""
+        return f"{self.prefix}nodes:routing"
+
     def lease(self, partition: int) -> str:
         """String: node id of the daemon routing this partition (expires)."""
         return f"{self.prefix}lease:ingest:{{{partition}}}"

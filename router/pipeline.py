@@ -184,26 +184,39 @@ class RoutingWorker:
                 await _wait(stop, 1.0)
 
     async def renew_leases(self, ttl: float) -> None:
-        """Keep the partitions we hold, take free ones, adopt their stuck entries."""
-        keys = [self.store.keys.lease(p) for p in range(self.store.partitions)]
-        held = await self.store.scripts.lease(keys=keys, args=[self.node, int(ttl * 1000)])
-        acquired, lost = [], []
-        for p, ok in enumerate(held):
-            if ok and p not in self.owned:
+        """Keep our fair share of the partitions (ceil(partitions / live
+        routing nodes)), take free ones up to it, let go of the rest, and
+        adopt the stuck entries of those we take."""
+        keys = self.store.keys
+        held = await self.store.scripts.partition_lease(
+            keys=[*(keys.lease(p) for p in range(self.store.partitions)), keys.routing_nodes],
+            args=[self.node, int(ttl * 1000)],
+        )
+        acquired, lost, released = [], [], []
+        for p, state in enumerate(held):
+            if state == 1 and p not in self.owned:
                 await self._adopt(p)
                 self.owned[p] = "0"
                 acquired.append(p)
-            elif not ok and p in self.owned:
+            elif state != 1 and p in self.owned:
                 del self.owned[p]
-                lost.append(p)
+                (released if state == 2 else lost).append(p)
         if acquired:
             log.info("partitions_acquired", partitions=acquired, node=self.node)
+        if released:
+            log.info(
+                "partitions_released",
+                partitions=released,
+                node=self.node,
+                reason="another routing node joined; partitions are shared out evenly",
+            )
         if lost:
             log.warning(
                 "partitions_lost",
                 partitions=lost,
                 node=self.node,
                 reason="lease expired and another daemon took over",
+                action="check this daemon's Redis latency and event-loop stalls",
             )
         self.metrics.partitions_owned.set(len(self.owned))
 
@@ -221,9 +234,11 @@ class RoutingWorker:
                 break
 
     async def release_leases(self) -> None:
-        keys = [self.store.keys.lease(p) for p in self.owned]
-        if keys:
-            await self.store.scripts.unlease(keys=keys, args=[self.node])
+        """Let go of our partitions and leave the routing nodes (others take over at once)."""
+        keys = self.store.keys
+        await self.store.scripts.partition_unlease(
+            keys=[*(keys.lease(p) for p in self.owned), keys.routing_nodes], args=[self.node]
+        )
         self.owned.clear()
         self.metrics.partitions_owned.set(0)
 

@@ -501,6 +501,55 @@ return out
 """
 
 # Give up leases this node holds. KEYS: lease keys; ARGV: node id
+# Hold a fair share of the ingest partitions: every routing node (daemon, or
+# routing process) heartbeats in the nodes sorted set; each holds at most
+# ceil(partitions / live nodes), renews those, lets go of the rest (another
+# node takes them on its next renewal) and takes free ones up to its share.
+# Time is Redis's own (TIME), so hosts' clocks do not matter.
+# KEYS: the partitions' lease keys, in partition order, then the nodes zset
+# ARGV[1]: node id; ARGV[2]: ttl (ms)
+# -> per partition: 1 held, 0 not ours, 2 let go now (rebalancing)
+PARTITION_LEASE = """
+local n, nodes = #KEYS - 1, KEYS[#KEYS]
+local node, ttl = ARGV[1], tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', nodes, '-inf', now)
+redis.call('ZADD', nodes, now + ttl, node)
+local share = math.ceil(n / redis.call('ZCARD', nodes))
+local out, have, free = {}, 0, {}
+for i = 1, n do
+  local v = redis.call('GET', KEYS[i])
+  out[i] = 0
+  if v == node then
+    if have < share then
+      redis.call('PEXPIRE', KEYS[i], ttl)
+      out[i], have = 1, have + 1
+    else
+      redis.call('DEL', KEYS[i])
+      out[i] = 2
+    end
+  elseif not v then
+    table.insert(free, i)
+  end
+end
+for _, i in ipairs(free) do
+  if have >= share then break end
+  redis.call('SET', KEYS[i], node, 'PX', ttl)
+  out[i], have = 1, have + 1
+end
+return out
+"""
+
+# Let go of partitions (KEYS: lease keys, then the nodes zset; ARGV[1]: node).
+PARTITION_UNLEASE = """
+for i = 1, #KEYS - 1 do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
+end
+redis.call('ZREM', KEYS[#KEYS], ARGV[1])
+return 1
+"""
+
 UNLEASE = """
 for _, k in ipairs(KEYS) do
   if redis.call('GET', k) == ARGV[1] then redis.call('DEL', k) end
@@ -558,6 +607,8 @@ class Scripts:
     lease: AsyncScript
     overflow_move: AsyncScript
     unlease: AsyncScript
+    partition_lease: AsyncScript
+    partition_unlease: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:
@@ -578,6 +629,8 @@ class Scripts:
             lease=redis.register_script(LEASE),
             overflow_move=redis.register_script(OVERFLOW_MOVE),
             unlease=redis.register_script(UNLEASE),
+            partition_lease=redis.register_script(PARTITION_LEASE),
+            partition_unlease=redis.register_script(PARTITION_UNLEASE),
         )
 
 
