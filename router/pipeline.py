@@ -46,7 +46,7 @@ log = structlog.get_logger("router.pipeline")
 #: Most messages committed by one script call (~100 us of Redis each).
 COMMIT_SLICE = 50
 #: Routing decisions between two returns to the event loop (~200 us each).
-YIELD_EVERY = 16
+YIELD_EVERY = 64
 
 
 @dataclass(slots=True)
@@ -192,7 +192,9 @@ class RoutingWorker:
             keys=[*(keys.lease(p) for p in range(self.store.partitions)), keys.routing_nodes],
             args=[self.node, int(ttl * 1000)],
         )
-        acquired, lost, released = [], [], []
+        acquired: list[int] = []
+        lost: list[int] = []
+        released: list[int] = []
         for p, state in enumerate(held):
             if state == 1 and p not in self.owned:
                 await self._adopt(p)
