@@ -481,7 +481,7 @@ if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return nil end
 return redis.call('XADD', KEYS[2], '*', ARGV[2], ARGV[3])
 """
 
-# Hold or take the ingest partitions' leases (one daemon routes a partition).
+# Hold or take leases (an adapter's poller: one daemon polls X at a time).
 # KEYS: lease keys; ARGV: node id, ttl (ms) -> {1 held | 0 held by another, ...}
 LEASE = """
 local out = {}
@@ -500,9 +500,8 @@ end
 return out
 """
 
-# Give up leases this node holds. KEYS: lease keys; ARGV: node id
-# Hold a fair share of the ingest partitions: every routing node (daemon, or
-# routing process) heartbeats in the nodes sorted set; each holds at most
+# Hold a fair share of the ingest partitions: every routing daemon
+# heartbeats in the nodes sorted set; each holds at most
 # ceil(partitions / live nodes), renews those, lets go of the rest (another
 # node takes them on its next renewal) and takes free ones up to its share.
 # Time is Redis's own (TIME), so hosts' clocks do not matter.
@@ -547,13 +546,6 @@ for i = 1, #KEYS - 1 do
   if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
 end
 redis.call('ZREM', KEYS[#KEYS], ARGV[1])
-return 1
-"""
-
-UNLEASE = """
-for _, k in ipairs(KEYS) do
-  if redis.call('GET', k) == ARGV[1] then redis.call('DEL', k) end
-end
 return 1
 """
 
@@ -606,7 +598,6 @@ class Scripts:
     replay: AsyncScript
     lease: AsyncScript
     overflow_move: AsyncScript
-    unlease: AsyncScript
     partition_lease: AsyncScript
     partition_unlease: AsyncScript
 
@@ -628,7 +619,6 @@ class Scripts:
             replay=redis.register_script(REPLAY),
             lease=redis.register_script(LEASE),
             overflow_move=redis.register_script(OVERFLOW_MOVE),
-            unlease=redis.register_script(UNLEASE),
             partition_lease=redis.register_script(PARTITION_LEASE),
             partition_unlease=redis.register_script(PARTITION_UNLEASE),
         )
