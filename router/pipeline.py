@@ -80,6 +80,8 @@ class RoutingWorker:
         # partition -> read position: "0" while re-reading our pending entries
         # (after taking a partition over, or after an error), ">" for new ones.
         self.owned: dict[int, str] = {}
+        # pulsed when the partitions we hold change (wakes idle lanes)
+        self._changed = asyncio.Event()
         # queue depths for "skip_if: depth_over" rules, refreshed every second
         self.depths: dict[str, int] = {}
         self._depths_at = 0.0
@@ -150,7 +152,8 @@ class RoutingWorker:
                 if not mine:
                     if draining:
                         break
-                    await _wait(stop, cfg.workers.lease_ttl / 3)
+                    # until a renewal hands us partitions (or we stop)
+                    await _wait_any((stop, self._changed), cfg.workers.lease_ttl / 3)
                     continue
                 entries = await self.read(
                     cfg.workers.batch_size, None if draining else cfg.workers.block, mine
@@ -221,6 +224,9 @@ class RoutingWorker:
                 action="check this daemon's Redis latency and event-loop stalls",
             )
         self.metrics.partitions_owned.set(len(self.owned))
+        if acquired or lost or released:
+            self._changed.set()  # wake the lanes that had nothing to route
+            self._changed.clear()
 
     async def _adopt(self, partition: int) -> None:
         """Move entries left pending by a dead consumer to us, to route them first."""
@@ -600,3 +606,13 @@ class RoutingWorker:
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+async def _wait_any(events: tuple[asyncio.Event, ...], seconds: float) -> None:
+    """Until one of ``events`` is set, at most ``seconds``."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

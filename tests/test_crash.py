@@ -138,3 +138,52 @@ async def test_redis_restart_under_load(setup: tuple[DaemonProcess, RedisServer]
         await r.aclose()
         daemon.stop()
     assert daemon.events("routing_paused") or daemon.events("ingest_unavailable")
+
+
+async def _holders(r: aioredis.Redis) -> Counter:
+    """How many of the 4 partitions each routing daemon holds."""
+    return Counter(v for v in await r.mget([f"router:lease:ingest:{{{p}}}" for p in range(4)]) if v)
+
+
+async def test_two_daemons_share_routing_and_one_is_sigkilled(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Two daemons on one Redis split the partitions evenly and both route;
+    the second is SIGKILLed under load and the first takes its partitions
+    (and the entries it left pending) over: every 202 is queued exactly once."""
+    daemons = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        port = free_port()
+        config = write_config(
+            tmp_path / name / "router.yaml", redis_server.url, port, **{"workers.lease_ttl": "2s"}
+        )
+        daemons.append(DaemonProcess(config, port))
+    a, b = daemons
+    a.start()
+    b.start()
+    r = aioredis.Redis(port=redis_server.port, decode_responses=True)
+    try:
+        for _ in range(100):  # one renewal (lease_ttl / 3) to share out
+            held = await _holders(r)
+            if sorted(held.values()) == [2, 2]:
+                break
+            await asyncio.sleep(0.1)
+        assert sorted(held.values()) == [2, 2], held
+        seen: dict = {}
+        async with aiohttp.ClientSession() as http:
+            load = await start_load(http, a, seen)
+            for _ in range(100):
+                if b.events("routed"):
+                    break
+                await asyncio.sleep(0.05)
+            assert b.events("routed"), "the second daemon routes its share"
+            b.kill()
+            await load
+        await assert_exactly_once(r, seen)
+        assert list((await _holders(r)).values()) == [4]  # a took b's partitions over
+        assert any(len(e["partitions"]) == 2 for e in a.events("partitions_acquired"))
+    finally:
+        await r.aclose()
+        for d in daemons:
+            d.kill()
