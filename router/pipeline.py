@@ -184,7 +184,7 @@ class RoutingWorker:
                 for p in mine:  # re-read what we had read but not committed
                     if p in self.owned:
                         self.owned[p] = "0"
-                await _wait(stop, 1.0)
+                await _wait_any((stop,), 1.0)
 
     async def renew_leases(self, ttl: float) -> None:
         """Keep our fair share of the partitions (ceil(partitions / live
@@ -601,11 +601,6 @@ class RoutingWorker:
             for r in await evalsha_many(self.store.redis, self.store.scripts.dead_letter, calls):
                 if isinstance(r, Exception):
                     raise r
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
 async def _wait_any(events: tuple[asyncio.Event, ...], seconds: float) -> None:
