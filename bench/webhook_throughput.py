@@ -80,6 +80,21 @@ SERVER_CPUS = {0}
 OTHER_CPUS = {1}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _redis_pid(redis: RedisServer) -> int:
+    assert redis.proc is not None
+    return redis.proc.pid
+
+
 def _pin(cpus: set[int]) -> None:
     if PIN:
         os.sched_setaffinity(0, cpus)
@@ -199,14 +214,27 @@ def bench_floor(
     )
     try:
         wait_http(port, proc)
+        cpu0 = cpu_seconds(proc.pid), cpu_seconds(_redis_pid(redis))
         elapsed, lat, errors = run_load(
             f"http://127.0.0.1:{port}{PATHS[channel]}", messages, concurrency, procs, channel
         )
+        cpu = _cpu_per_message(cpu0, proc.pid, _redis_pid(redis), messages)
     finally:
         proc.terminate()
         proc.wait()
     assert redis.client().xlen("floor:ingest") == messages - errors
-    return {"rate": messages / elapsed, "lat": lat, "errors": errors, "routed_rate": None}
+    return {"rate": messages / elapsed, "lat": lat, "errors": errors, "cpu": cpu}
+
+
+def _cpu_per_message(
+    before: tuple[float, float], server: int, redis: int, messages: int
+) -> tuple[float, float]:
+    """(server, Redis) CPU microseconds per message since ``before``: unlike
+    req/s, this hardly moves when the VM's speed drifts or the other side waits."""
+    return (
+        1e6 * (cpu_seconds(server) - before[0]) / messages,
+        1e6 * (cpu_seconds(redis) - before[1]) / messages,
+    )
 
 
 def bench_router(
@@ -263,16 +291,19 @@ def bench_router(
     )
     try:
         wait_http(port, proc)
+        cpu0 = cpu_seconds(proc.pid), cpu_seconds(_redis_pid(redis))
         t0 = time.perf_counter()
         elapsed, lat, errors = run_load(
             f"http://127.0.0.1:{port}{PATHS[channel]}", messages, concurrency, procs, channel
         )
         if not route:
-            return {"rate": messages / elapsed, "lat": lat, "errors": errors}
+            cpu = _cpu_per_message(cpu0, proc.pid, _redis_pid(redis), messages)
+            return {"rate": messages / elapsed, "lat": lat, "errors": errors, "cpu": cpu}
         # until the last message is in an agent queue
         while sum(r.xlen(f"router:q:{{general}}:p{b}") for b in range(4)) < messages - errors:
             time.sleep(0.01)
         routed_elapsed = time.perf_counter() - t0
+        cpu = _cpu_per_message(cpu0, proc.pid, _redis_pid(redis), messages)
         # end-to-end latency (received by the daemon -> committed to the queue), sampled
         e2e = []
         for _, f in r.xrange("router:q:{general}:p2", count=5000):
@@ -287,6 +318,7 @@ def bench_router(
         "errors": errors,
         "routed_rate": messages / routed_elapsed,
         "e2e": e2e,
+        "cpu": cpu,
     }
 
 
@@ -333,16 +365,23 @@ def main() -> None:
         f"\n{args.channel}: {args.messages} messages, {args.concurrency} connections, "
         f"{os.cpu_count()} CPUs ({pinned}), Python {sys.version.split()[0]}\n"
     )
-    print(f"{'':34} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(
+        f"{'':34} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
+        f" {'server CPU':>11} {'Redis CPU':>10}"
+    )
+
+    def cpu(r: dict) -> str:  # microseconds of CPU per message
+        return f" {r['cpu'][0]:8.0f} us {r['cpu'][1]:7.0f} us"
+
     print(
         f"{'floor (aiohttp + 1 XADD)':34} {floor['rate']:8.0f} "
         f"{percentile(floor['lat'], 50) * ms:8.2f} {percentile(floor['lat'], 99) * ms:8.2f} "
-        f"{floor['errors']:7d}"
+        f"{floor['errors']:7d}{cpu(floor)}"
     )
     print(
         f"{'router, intake only':34} {intake['rate']:8.0f} "
         f"{percentile(intake['lat'], 50) * ms:8.2f} {percentile(intake['lat'], 99) * ms:8.2f} "
-        f"{intake['errors']:7d}"
+        f"{intake['errors']:7d}{cpu(intake)}"
     )
     print(
         f"{'router: webhook answered':34} {router['rate']:8.0f} "
@@ -352,7 +391,7 @@ def main() -> None:
     print(
         f"{'router: routed into agent queue':34} {router['routed_rate']:8.0f} "
         f"{percentile(router['e2e'], 50) * ms:8.2f} {percentile(router['e2e'], 99) * ms:8.2f}"
-        "   (latency: receipt -> queue entry)"
+        f"        {cpu(router)}   (latency: receipt -> queue entry)"
     )
     print(
         f"\nratio routed/floor: {router['routed_rate'] / floor['rate']:.2f}   "
@@ -360,6 +399,12 @@ def main() -> None:
         f"intake only/floor: {intake['rate'] / floor['rate']:.2f}"
     )
     print(f"(mean e2e {statistics.mean(router['e2e']) * ms:.1f} ms)")
+    print(
+        "CPU per message, server: routed/floor "
+        f"{floor['cpu'][0] / router['cpu'][0]:.2f} (floor's cost over the daemon's); "
+        f"Redis: {router['cpu'][1]:.0f} us per routed message, one core's worth "
+        f"= {1e6 / router['cpu'][1]:.0f} messages/s at most for any number of daemons"
+    )
     if len(rounds) > 1:
         print(
             f"routed/floor over {len(rounds)} rounds: "
