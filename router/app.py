@@ -138,7 +138,7 @@ class Daemon:
         except Exception:
             await self._close_redis()
             raise
-        ingestor = Ingestor(store, cfg.ingest.dedup_ttl)
+        ingestor = Ingestor(store, cfg.ingest.dedup_ttl, metrics=self.metrics)
         await ingestor.start()
 
         adapters, senders, closers = self._channels(cfg, store, ingestor)

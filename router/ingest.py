@@ -19,10 +19,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import structlog
 from redis.exceptions import RedisError
 
+from router.logs import Outage
+from router.metrics import Metrics
 from router.model import InboundMessage, new_id
 from router.store import Store
+
+log = structlog.get_logger("router.ingest")
 
 
 class StoreUnavailable(Exception):
@@ -38,10 +43,19 @@ class IngestResult:
 class Ingestor:
     """Durable, deduplicated intake into the partitioned ingest streams."""
 
-    def __init__(self, store: Store, dedup_ttl: float, max_batch: int = 500) -> None:
+    def __init__(
+        self,
+        store: Store,
+        dedup_ttl: float,
+        max_batch: int = 500,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.store = store
         self.dedup_ttl = int(dedup_ttl)
         self.max_batch = max_batch
+        self.metrics = metrics
+        # one line when Redis stops taking messages, one when it takes them again
+        self.outage = Outage(log, "ingest_unavailable", "ingest_recovered")
         self._pending: list[tuple[InboundMessage, asyncio.Future[IngestResult]]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -112,5 +126,18 @@ class Ingestor:
         try:
             r = await self.store.scripts.ingest(args=[self.dedup_ttl, orjson.dumps(items)])
         except (RedisError, OSError) as exc:
+            channels = sorted({m.channel for m in messages})
+            if self.metrics is not None:
+                for m in messages:
+                    self.metrics.ingest_unavailable.labels(m.channel).inc()
+            self.outage.failed(
+                len(messages),
+                channels=channels,
+                error=f"{type(exc).__name__}: {exc}",
+                action="messages are refused, not lost: webhooks get 503 and their senders "
+                "retry, mail stays unread, chat visitors are asked to resend. "
+                "Check that Redis is up",
+            )
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        self.outage.ok()
         return [IngestResult(str(r[2 * i]), r[2 * i + 1] == 1) for i in range(len(messages))]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -43,3 +45,67 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
     )
     # Libraries that log through the standard module (aiohttp access log is off).
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, force=True)
+
+
+class Outage:
+    """The log of a failure that repeats while it lasts (Redis down: every
+    request and every retry loop fails), written for the person on call:
+
+    * the first failure is logged at once (``event``, WARNING);
+    * while it goes on, at most one line every ``every`` seconds, with how
+      long it has lasted and how many failures were not logged since;
+    * when something succeeds again, one line (``recovered``, INFO) with the
+      outage's length and its number of failures.
+
+    Instead of a line per refused webhook: thousands a second under load,
+    which floods the journal and hides everything else.
+    """
+
+    def __init__(
+        self,
+        logger: Any,
+        event: str,
+        recovered: str,
+        every: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.log = logger
+        self.event = event
+        self.recovered = recovered
+        self.every = every
+        self.clock = clock
+        self.since: float | None = None  # when the outage began
+        self._logged_at = 0.0
+        self._failures = 0
+        self._unlogged = 0
+
+    def failed(self, count: int = 1, **fields: Any) -> None:
+        """``count`` failures (e.g. the messages of a refused batch) happened."""
+        now = self.clock()
+        if self.since is None:
+            self.since, self._logged_at, self._failures, self._unlogged = now, now, count, 0
+            self.log.warning(self.event, **fields)
+            return
+        self._failures += count
+        if now - self._logged_at < self.every:
+            self._unlogged += count
+            return
+        self.log.warning(
+            self.event,
+            **fields,
+            ongoing_seconds=round(now - self.since, 1),
+            failures_not_logged=self._unlogged,  # since the line before
+        )
+        self._logged_at, self._unlogged = now, 0
+
+    def ok(self, **fields: Any) -> None:
+        """Something succeeded: close the outage, if there was one (cheap otherwise)."""
+        if self.since is None:
+            return
+        self.log.info(
+            self.recovered,
+            **fields,
+            outage_seconds=round(self.clock() - self.since, 1),
+            failures=self._failures,
+        )
+        self.since = None

@@ -28,6 +28,7 @@ from router.agent import address, record_outbound
 from router.config import Config
 from router.deadletters import dead_letter_fields
 from router.keys import OUTBOX_GROUP
+from router.logs import Outage
 from router.metrics import Metrics
 from router.model import OutboundMessage
 from router.scripts import flat
@@ -69,6 +70,7 @@ class OutboxWorker:
     async def run(self, stop: asyncio.Event) -> None:
         position = "0"  # our own pending entries first (a restart after a crash)
         last_maintenance = 0.0
+        outage = Outage(log, "outbox_paused", "outbox_resumed")
         while not stop.is_set():
             cfg = self.get_config()
             try:
@@ -88,11 +90,11 @@ class OutboxWorker:
                     position = ">"
                     continue
                 await self._send_batch(cfg, items)
+                outage.ok()
             except (RedisError, OSError) as exc:
-                log.warning(
-                    "outbox_paused",
+                outage.failed(
                     error=f"{type(exc).__name__}: {exc}",
-                    action="retrying in 1s; replies wait safely in the outbox",
+                    action="retrying every second; replies wait safely in the outbox",
                 )
                 position = "0"
                 with contextlib.suppress(TimeoutError):

@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 from router.config import PRIORITIES, Config
 from router.deadletters import dead_letter_fields
 from router.keys import INGEST_GROUP, Keys
+from router.logs import Outage
 from router.metrics import Metrics
 from router.model import Decision, InboundMessage, OutboundMessage, new_id
 from router.profiles.context import Context, identify_many, thread
@@ -85,6 +86,7 @@ class RoutingWorker:
         # queue depths for "skip_if: depth_over" rules, refreshed every second
         self.depths: dict[str, int] = {}
         self._depths_at = 0.0
+        self._lease_outage = Outage(log, "lease_renewal_failed", "lease_renewal_recovered")
 
     # -- lifecycle ---------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -110,9 +112,10 @@ class RoutingWorker:
                 cfg = self.get_routing().cfg
                 try:
                     await self.renew_leases(cfg.workers.lease_ttl)
+                    self._lease_outage.ok(node=self.node)
                 except (RedisError, OSError) as exc:
-                    log.warning(
-                        "lease_renewal_failed",
+                    self._lease_outage.failed(
+                        node=self.node,
                         error=f"{type(exc).__name__}: {exc}",
                         action="retrying; messages wait safely in the ingest stream",
                     )
@@ -143,6 +146,7 @@ class RoutingWorker:
         halt: asyncio.Event,
     ) -> None:
         """One routing loop over the partitions ``p`` we hold with ``p % lanes == lane``."""
+        outage = Outage(log, "routing_paused", "routing_resumed")
         await renewed.wait()  # the first lease renewal decides what we hold
         while not halt.is_set():
             draining = stop.is_set()
@@ -160,12 +164,14 @@ class RoutingWorker:
                 )
                 if entries:
                     await self.route(entries)
-                    if len(entries) < cfg.workers.batch_size and cfg.workers.linger:
-                        # under load, let a few ms of messages gather: fewer,
-                        # larger batches cost far less per message
-                        await asyncio.sleep(cfg.workers.linger)
-                elif draining and all(self.owned.get(p) != "0" for p in mine):
-                    break
+                outage.ok(lane=lane)  # a read and its commit went through
+                if not entries:
+                    if draining and all(self.owned.get(p) != "0" for p in mine):
+                        break
+                elif len(entries) < cfg.workers.batch_size and cfg.workers.linger:
+                    # under load, let a few ms of messages gather: fewer,
+                    # larger batches cost far less per message
+                    await asyncio.sleep(cfg.workers.linger)
             except (RedisError, OSError) as exc:
                 if halt.is_set():
                     break
@@ -176,10 +182,10 @@ class RoutingWorker:
                         action="the rest is routed after the restart",
                     )
                     break
-                log.warning(
-                    "routing_paused",
+                outage.failed(
+                    lane=lane,
                     error=f"{type(exc).__name__}: {exc}",
-                    action="retrying in 1s; messages wait safely in the ingest stream",
+                    action="retrying every second; messages wait safely in the ingest stream",
                 )
                 for p in mine:  # re-read what we had read but not committed
                     if p in self.owned:

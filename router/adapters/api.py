@@ -203,14 +203,7 @@ class ApiAdapter:
             return error(400, str(exc))
         try:
             result = await self.ingest(message)
-        except StoreUnavailable as exc:
-            self.metrics.ingest_unavailable.labels(message.channel).inc()
-            log.warning(
-                "ingest_unavailable",
-                channel=message.channel,
-                error=str(exc),
-                action="answered 503; the caller retries. Check that Redis is up",
-            )
+        except StoreUnavailable:  # (logged and counted by the ingestor)
             return error(503, "cannot store the message right now; retry", **{"Retry-After": "5"})
         self.metrics.child(
             self.metrics.messages_in, message.channel, "duplicate" if result.duplicate else "new"

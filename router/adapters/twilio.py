@@ -157,13 +157,7 @@ class TwilioAdapter:
             return web.Response(status=503, text="shutting down", headers={"Retry-After": "5"})
         try:
             result = await self.ctx.ingest(message)
-        except StoreUnavailable as exc:
-            log.warning(
-                "ingest_unavailable",
-                channel=message.channel,
-                error=str(exc),
-                action="answered 503; Twilio retries. Check that Redis is up",
-            )
+        except StoreUnavailable:  # (logged and counted by the ingestor)
             return web.Response(status=503, text="cannot store now", headers={"Retry-After": "5"})
         log.debug("twilio_stored", message_id=result.id, duplicate=result.duplicate)
         return None
