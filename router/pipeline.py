@@ -111,7 +111,7 @@ class RoutingWorker:
             while not all(t.done() for t in tasks):
                 cfg = self.get_routing().cfg
                 try:
-                    await self.renew_leases(cfg.workers.lease_ttl)
+                    await self.renew_leases(cfg.workers.lease_ttl, draining=stop.is_set())
                     self._lease_outage.ok(node=self.node)
                 except (RedisError, OSError) as exc:
                     self._lease_outage.failed(
@@ -120,11 +120,20 @@ class RoutingWorker:
                         action="retrying; messages wait safely in the ingest stream",
                     )
                 renewed.set()
-                done, _ = await asyncio.wait(
-                    tasks, timeout=cfg.workers.lease_ttl / 3, return_when=asyncio.FIRST_EXCEPTION
-                )
+                # until the next renewal, a lane ends, or we begin to stop (then
+                # renew at once: a stopping node takes nothing new)
+                stopping = None if stop.is_set() else asyncio.ensure_future(stop.wait())
+                try:
+                    done, _ = await asyncio.wait(
+                        [*(t for t in tasks if not t.done()), *([stopping] if stopping else [])],
+                        timeout=cfg.workers.lease_ttl / 3,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    if stopping is not None:
+                        stopping.cancel()
                 for t in done:
-                    if not t.cancelled() and t.exception() is not None:
+                    if t is not stopping and not t.cancelled() and t.exception() is not None:
                         raise t.exception()  # type: ignore[misc]  # a bug: fail loudly
         finally:
             # The flag is what stops lanes: a cancellation can be lost inside a
@@ -192,14 +201,16 @@ class RoutingWorker:
                         self.owned[p] = "0"
                 await _wait_any((stop,), 1.0)
 
-    async def renew_leases(self, ttl: float) -> None:
+    async def renew_leases(self, ttl: float, draining: bool = False) -> None:
         """Keep our fair share of the partitions (ceil(partitions / live
         routing nodes)), take free ones up to it, let go of the rest, and
-        adopt the stuck entries of those we take."""
+        adopt the stuck entries of those we take. ``draining``: keep what we
+        hold until it is routed, take nothing new, and stop counting as a
+        routing node (the others take over the rest at their next renewal)."""
         keys = self.store.keys
         held = await self.store.scripts.partition_lease(
             keys=[*(keys.lease(p) for p in range(self.store.partitions)), keys.routing_nodes],
-            args=[self.node, int(ttl * 1000)],
+            args=[self.node, int(ttl * 1000), *(["drain"] if draining else [])],
         )
         acquired: list[int] = []
         lost: list[int] = []

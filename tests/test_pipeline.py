@@ -300,3 +300,29 @@ async def test_routing_nodes_share_the_partitions_evenly(store: Store, cfg: Conf
     await drain(a)
     routed = sorted(f["message_id"] for _, _, f in await queue_entries(store, "general"))
     assert len(routed) == 81 and set(sent) <= set(routed)
+
+
+async def test_a_draining_node_keeps_its_partitions_and_takes_no_new_ones(
+    store: Store, cfg: Config
+) -> None:
+    """A stopping daemon routes what its partitions hold, but takes no
+    partition another node lets go of meanwhile, and stops counting as a
+    routing node at once: the others' share covers the rest."""
+    nodes = store.keys.routing_nodes
+    a, b, c = (worker(store, cfg, f"node-{n}") for n in "abc")
+    await a.renew_leases(5)
+    await b.renew_leases(5)
+    await a.renew_leases(5)  # two nodes: two partitions each
+    await b.renew_leases(5)
+    assert len(a.owned) == len(b.owned) == 2
+    await a.renew_leases(5, draining=True)  # a begins to stop
+    assert len(a.owned) == 2  # keeps what it is draining
+    assert await store.redis.zrange(nodes, 0, -1) == ["node-b"]
+    await b.release_leases()  # b stops outright: two partitions free
+    await a.renew_leases(5, draining=True)
+    assert len(a.owned) == 2  # a, draining, does not take them
+    await c.renew_leases(5)  # the only live node: takes both free ones
+    assert sorted(c.owned) == sorted({0, 1, 2, 3} - set(a.owned))
+    await a.release_leases()
+    await c.renew_leases(5)
+    assert sorted(c.owned) == [0, 1, 2, 3]
