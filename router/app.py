@@ -43,6 +43,7 @@ from router.outbox import OutboxWorker, record_delivery_report
 from router.overflow import OverflowWorker
 from router.pipeline import RoutingWorker
 from router.routing import Routing
+from router.status import ingest_status
 from router.store import RedisAdapterState, Store
 from router.systemd import Notifier
 from router.voice import VoicePrompter
@@ -348,6 +349,9 @@ class Daemon:
                 for s in await AgentClient(self.store).status():
                     self.metrics.queue_depth.labels(s.queue).set(s.depth)
                     self.metrics.queue_oldest_age.labels(s.queue).set(s.oldest_age_seconds or 0)
+                ingest = await ingest_status(self.store)
+                self.metrics.ingest_backlog.set(ingest.backlog)
+                self.metrics.ingest_oldest_age.set(ingest.oldest_age_seconds or 0)
         for a in self.adapters:
             self.metrics.adapter_ready.labels(a.name).set(1.0 if a.ready()[0] else 0.0)
             for name, value in getattr(a, "gauges", dict)().items():

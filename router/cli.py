@@ -111,6 +111,50 @@ def cmd_queue_list(args: argparse.Namespace) -> int:
     return asyncio.run(_with_store(_config(args), run))
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from router.status import overview
+
+    async def run(store: Any) -> int:
+        o = await overview(store)
+        if args.json:
+            _print_json(o)
+            return 0
+        print(f"Redis {o['redis']['version']}, key prefix {o['redis']['prefix']}")
+        nodes = o["routing_nodes"]
+        print(
+            "routing daemons alive: "
+            + (", ".join(n["node"] for n in nodes) if nodes else "none (nothing is being routed)")
+        )
+        ing = o["ingest"]
+        oldest = ing["oldest_age_seconds"]
+        print(
+            f"ingest: {ing['backlog']} waiting to be routed ({ing['in_flight']} being routed)"
+            + (f", oldest {_age(oldest)}" if oldest is not None else "")
+        )
+        print(f"  {'PARTITION':>9} {'HOLDER':<28} {'BACKLOG':>8} {'ROUTING':>8} {'OLDEST':>8}")
+        for p in ing["partitions"]:
+            age = p["oldest_age_seconds"]
+            print(
+                f"  {p['partition']:>9} {p['holder'] or '-':<28} {p['backlog']:>8} "
+                f"{p['in_flight']:>8} {_age(age) if age is not None else '-':>8}"
+            )
+        print(f"  {'QUEUE':<38} {'DEPTH':>8} {'CLAIMED':>8} {'OLDEST':>8}")
+        for q in o["queues"]:
+            age = q["oldest_age_seconds"]
+            print(
+                f"  {q['queue']:<38} {q['depth']:>8} {q['claimed']:>8} "
+                f"{_age(age) if age is not None else '-':>8}"
+            )
+        ob = o["outbox"]
+        print(f"outbox: {ob['waiting']} to send, {ob['retrying']} waiting to retry")
+        print(f"dead letters: {o['dead_letters']} (`router dead-letters list`)")
+        for problem in o["problems"]:
+            print(f"PROBLEM: {problem}")
+        return 0
+
+    return asyncio.run(_with_store(_config(args), run))
+
+
 def _age(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f}s"
@@ -379,6 +423,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--at", help="decide as if at this ISO 8601 time (default: now)")
     s.set_defaults(func=cmd_explain)
 
+    s = sub.add_parser(
+        "status",
+        parents=[common],
+        help="routing daemons, ingest backlog per partition, queues, outbox, dead letters",
+    )
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
     q = sub.add_parser("queue", help="agent queues").add_subparsers(
         dest="queue_command", required=True, metavar="ACTION"
     )

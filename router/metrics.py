@@ -69,6 +69,16 @@ class Metrics:
             ["queue"],
             registry=r,
         )
+        self.ingest_backlog = Gauge(
+            "router_ingest_backlog",
+            "Messages stored but not yet routed, all partitions (from Redis: any daemon)",
+            registry=r,
+        )
+        self.ingest_oldest_age = Gauge(
+            "router_ingest_oldest_age_seconds",
+            "Age of the oldest message waiting to be routed (0: none); alert when it grows",
+            registry=r,
+        )
         self.partitions_owned = Gauge(
             "router_ingest_partitions_owned", "Ingest partitions this daemon routes", registry=r
         )

@@ -318,6 +318,19 @@ async def test_health_readiness_and_metrics(
     assert 'router_messages_routed_total{queue="general"} 1.0' in text
     assert 'router_queue_depth{queue="general"} 1.0' in text
     assert "router_routing_latency_seconds_bucket" in text
+    assert "\nrouter_ingest_backlog 0.0\n" in text  # everything stored was routed
+    assert "\nrouter_ingest_oldest_age_seconds 0.0\n" in text
+    # the operator's one-look view, from any host that reaches Redis
+    out = cli(daemon.config, "status", "--json")
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)
+    node = daemon.events("started")[0]["node"]
+    assert [n["node"] for n in status["routing_nodes"]] == [node]
+    assert {p["holder"] for p in status["ingest"]["partitions"]} == {node}
+    assert status["ingest"]["backlog"] == 0 and status["problems"] == []
+    assert next(q for q in status["queues"] if q["queue"] == "general")["depth"] == 1
+    out = cli(daemon.config, "status")
+    assert out.returncode == 0 and f"routing daemons alive: {node}\n" in out.stdout
     # Redis goes away: not ready, 503 on intake, still alive
     redis_server.stop()
     async with http.get(f"{daemon.url}/readyz") as r:
