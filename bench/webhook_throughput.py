@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -244,9 +245,12 @@ def bench_router(
     procs: int,
     channel: str,
     route: bool = True,
+    settings: dict[str, Any] | None = None,
 ) -> dict:
     """The daemon; with ``route=False`` its routing is held off (another "daemon"
-    holds every partition lease), which measures intake alone."""
+    holds every partition lease), which measures intake alone; then the
+    leases are freed and the same daemon routes that backlog with no HTTP
+    load: routing alone, on one core."""
     tmp = Path(tempfile.mkdtemp(prefix="router-bench-"))
     port = free_port()
     prefix = "router:" if route else "intake:"
@@ -259,6 +263,9 @@ def bench_router(
             "logging.level": "info",
             "ingest.partitions": 16,
             "workers.block": "50ms",
+            # renew every second: routing the backlog starts soon after the leases free up
+            "workers.lease_ttl": "3s",
+            **(settings or {}),
             "redis.prefix": prefix,
             "http.public_url": f"http://127.0.0.1:{port}",
             # measured: webhook -> queue; acknowledgements would add outbound sends
@@ -298,7 +305,14 @@ def bench_router(
         )
         if not route:
             cpu = _cpu_per_message(cpu0, proc.pid, _redis_pid(redis), messages)
-            return {"rate": messages / elapsed, "lat": lat, "errors": errors, "cpu": cpu}
+            backlog = _route_backlog(r, proc.pid, _redis_pid(redis), prefix, messages - errors)
+            return {
+                "rate": messages / elapsed,
+                "lat": lat,
+                "errors": errors,
+                "cpu": cpu,
+                **backlog,
+            }
         # until the last message is in an agent queue
         while sum(r.xlen(f"router:q:{{general}}:p{b}") for b in range(4)) < messages - errors:
             time.sleep(0.01)
@@ -322,11 +336,31 @@ def bench_router(
     }
 
 
+def _route_backlog(r: Any, server: int, redis_pid: int, prefix: str, messages: int) -> dict:
+    """Free the leases that held routing off and time the routing of the
+    backlog (no HTTP load): rate from the first to the last queue entry."""
+    cpu0 = cpu_seconds(server), cpu_seconds(redis_pid)
+    r.delete(*(f"{prefix}lease:ingest:{{{p}}}" for p in range(16)))
+    bands = [f"{prefix}q:{{general}}:p{b}" for b in range(4)]
+    while sum(r.xlen(k) for k in bands) < messages:
+        time.sleep(0.05)
+    cpu = _cpu_per_message(cpu0, server, redis_pid, messages)
+    queued = [float(f["queued_at"]) for k in bands for _, f in r.xrange(k)]
+    return {"backlog_rate": len(queued) / (max(queued) - min(queued)), "backlog_cpu": cpu}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--messages", type=int, default=20000)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--load-procs", type=int, default=1)
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a daemon setting for both daemon runs, e.g. workers.concurrency=4 (repeatable)",
+    )
     ap.add_argument(
         "--rounds",
         type=int,
@@ -342,6 +376,9 @@ def main() -> None:
     )
     args = ap.parse_args()
     run = (args.messages, args.concurrency, args.load_procs, args.channel)
+    import yaml  # values as YAML: 4 is a number, 50ms a duration
+
+    settings = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     tmp = Path(tempfile.mkdtemp(prefix="router-bench-redis-"))
     redis = RedisServer(tmp, appendfsync="everysec")
     redis.start()
@@ -352,8 +389,8 @@ def main() -> None:
         for _ in range(max(1, args.rounds)):
             redis.client().flushall()  # each round starts from an empty Redis
             floor = bench_floor(redis, *run)
-            intake = bench_router(redis, *run, route=False)
-            router = bench_router(redis, *run)
+            intake = bench_router(redis, *run, route=False, settings=settings)
+            router = bench_router(redis, *run, settings=settings)
             rounds.append((router["routed_rate"] / floor["rate"], floor, intake, router))
     finally:
         redis.kill()
@@ -382,6 +419,10 @@ def main() -> None:
         f"{'router, intake only':34} {intake['rate']:8.0f} "
         f"{percentile(intake['lat'], 50) * ms:8.2f} {percentile(intake['lat'], 99) * ms:8.2f} "
         f"{intake['errors']:7d}{cpu(intake)}"
+    )
+    print(
+        f"{'router, routing alone (backlog)':34} {intake['backlog_rate']:8.0f} "
+        f"{'':8} {'':8} {'':7}{cpu({'cpu': intake['backlog_cpu']})}"
     )
     print(
         f"{'router: webhook answered':34} {router['rate']:8.0f} "

@@ -452,8 +452,10 @@ class WorkerSettings(Strict):
     # adds at most this much latency, saves per-batch cost under load.
     linger: Duration = 0.005
     # Routing loops per daemon, each over its share of the partitions: one
-    # loop's Python work overlaps another's wait for Redis.
-    concurrency: int = Field(default=2, ge=1, le=64)
+    # loop's Python work overlaps another's wait for Redis. 4 routed 11-17 %
+    # more than 2 (bench/webhook_throughput.py --set workers.concurrency=N);
+    # 8 no more than 4.
+    concurrency: int = Field(default=4, ge=1, le=64)
 
 
 class OutboxSettings(Strict):
