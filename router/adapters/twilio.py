@@ -37,7 +37,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 from twilio.base.exceptions import TwilioRestException
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import RequestValidator, compare
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
@@ -56,6 +56,10 @@ CONSENT = {
     **dict.fromkeys(("HELP", "INFO"), "help"),
 }
 SID_TTL = 7 * 86400  # how long a sent message's sid maps to its outbox id
+
+
+#: The answer to an SMS webhook (replies go through the REST API): built once.
+EMPTY_MESSAGING_RESPONSE = str(MessagingResponse())
 
 
 def twiml(body: str, status: int = 200) -> web.Response:
@@ -138,8 +142,13 @@ class TwilioAdapter:
         params = {k: v for k, v in form.items() if isinstance(v, str)}
         url = (cfg.http.public_url or "").rstrip("/") + request.path_qs
         signature = request.headers.get("X-Twilio-Signature", "")
-        if not signature or not RequestValidator(tw.auth_token.value).validate(
-            url, params, signature
+        validator = RequestValidator(tw.auth_token.value)
+        if not signature or not (
+            # the URL as configured: one HMAC (the common case, ~9 us)
+            compare(validator.compute_signature(url, params), signature)
+            # else the library's whole check: the URL with and without its port,
+            # as Twilio's back end signs either (~26 us)
+            or validator.validate(url, params, signature)
         ):
             log.warning(
                 "twilio_signature_rejected",
@@ -201,7 +210,7 @@ class TwilioAdapter:
         )
         if (err := await self._ingest(message)) is not None:
             return err
-        return twiml(str(MessagingResponse()))
+        return twiml(EMPTY_MESSAGING_RESPONSE)
 
     async def sms_status(self, request: web.Request) -> web.Response:
         params = await self._form(request)
