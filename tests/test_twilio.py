@@ -202,6 +202,17 @@ async def test_forged_missing_replayed_huge_and_malformed_requests(
         "/twilio/sms", odd, signed=False, headers={"X-Twilio-Signature": "é" * 28}
     )
     assert not_ascii.status == 403
+    # header bytes that are not UTF-8 at all (aiohttp cannot send them: a raw request)
+    host, port = phone.daemon.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    body = b"MessageSid=SMz&From=%2B919812345678&Body=hi"
+    writer.write(
+        b"POST /twilio/sms HTTP/1.1\r\nHost: x\r\nX-Twilio-Signature: \xff\xfe\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    assert (await reader.readline()).startswith(b"HTTP/1.1 403")
+    writer.close()
     # Twilio's back end sometimes signs the URL without its port: accepted too
     params = {**odd, "MessageSid": "SM" + "b" * 32, "Body": "signed without the port"}
     signature = sign(phone.emulator.auth_token, "http://127.0.0.1/twilio/sms", params)
