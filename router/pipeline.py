@@ -120,21 +120,23 @@ class RoutingWorker:
                         action="retrying; messages wait safely in the ingest stream",
                     )
                 renewed.set()
+                _raise_if_crashed(tasks)
+                running = [t for t in tasks if not t.done()]
+                if not running:  # (the last lane ended during the renewal)
+                    break
                 # until the next renewal, a lane ends, or we begin to stop (then
                 # renew at once: a stopping node takes nothing new)
                 stopping = None if stop.is_set() else asyncio.ensure_future(stop.wait())
                 try:
-                    done, _ = await asyncio.wait(
-                        [*(t for t in tasks if not t.done()), *([stopping] if stopping else [])],
+                    await asyncio.wait(
+                        [*running, *([stopping] if stopping else [])],
                         timeout=cfg.workers.lease_ttl / 3,
                         return_when=asyncio.FIRST_COMPLETED,
                     )
                 finally:
                     if stopping is not None:
                         stopping.cancel()
-                for t in done:
-                    if t is not stopping and not t.cancelled() and t.exception() is not None:
-                        raise t.exception()  # type: ignore[misc]  # a bug: fail loudly
+                _raise_if_crashed(tasks)
         finally:
             # The flag is what stops lanes: a cancellation can be lost inside a
             # redis-py command (seen with redis-py 8.1: the read completes and
@@ -618,6 +620,13 @@ class RoutingWorker:
             for r in await evalsha_many(self.store.redis, self.store.scripts.dead_letter, calls):
                 if isinstance(r, Exception):
                     raise r
+
+
+def _raise_if_crashed(lanes: list[asyncio.Task[None]]) -> None:
+    """A lane that died of an exception is a bug: fail loudly."""
+    for t in lanes:
+        if t.done() and not t.cancelled() and (exc := t.exception()) is not None:
+            raise exc
 
 
 async def _wait_any(events: tuple[asyncio.Event, ...], seconds: float) -> None:

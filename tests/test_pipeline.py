@@ -274,6 +274,41 @@ async def test_a_lane_that_crashes_stops_the_worker_loudly(
         await asyncio.wait_for(w.run(asyncio.Event()), 10)
 
 
+async def test_a_lane_that_crashes_during_a_lease_renewal_stops_the_worker_too(
+    store: Store, cfg: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The crash lands while the worker awaits Redis for its renewal, not
+    while it waits on the lanes: it must not go unnoticed."""
+    import asyncio
+
+    cfg = cfg.model_copy(update={"workers": cfg.workers.model_copy(update={"lease_ttl": 0.3})})
+    w = worker(store, cfg)
+    await Ingestor(store, 60).ingest(msg())
+    renewing, crashed = asyncio.Event(), asyncio.Event()
+
+    async def broken(entries: list) -> None:
+        await renewing.wait()
+        crashed.set()
+        raise RuntimeError("a bug in routing")
+
+    real_renew = w.renew_leases
+    renewals = 0
+
+    async def renew(ttl: float, draining: bool = False) -> None:
+        nonlocal renewals
+        renewals += 1
+        await real_renew(ttl, draining)
+        if renewals == 2:  # the lanes are running: one dies now
+            renewing.set()
+            await crashed.wait()
+            await asyncio.sleep(0.05)  # (its task ends)
+
+    monkeypatch.setattr(w, "route", broken)
+    monkeypatch.setattr(w, "renew_leases", renew)
+    with pytest.raises(RuntimeError, match="a bug in routing"):
+        await asyncio.wait_for(w.run(asyncio.Event()), 10)
+
+
 async def test_routing_nodes_share_the_partitions_evenly(store: Store, cfg: Config) -> None:
     """A second daemon gets half the partitions within one renewal; when it
     stops, the first takes them all back. Nothing is routed twice or lost
