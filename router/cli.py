@@ -102,10 +102,7 @@ def cmd_queue_list(args: argparse.Namespace) -> int:
         print(f"{'QUEUE':<28} {'DEPTH':>7} {'CLAIMED':>8} {'OLDEST':>10}")
         for r in rows:
             age = r["oldest_age_seconds"]
-            print(
-                f"{r['queue']:<28} {r['depth']:>7} {r['claimed']:>8} "
-                f"{_age(age) if age is not None else '-':>10}"
-            )
+            print(f"{r['queue']:<28} {r['depth']:>7} {r['claimed']:>8} {_age(age):>10}")
         return 0
 
     return asyncio.run(_with_store(_config(args), run))
@@ -133,17 +130,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         print(f"  {'PARTITION':>9} {'HOLDER':<28} {'BACKLOG':>8} {'ROUTING':>8} {'OLDEST':>8}")
         for p in ing["partitions"]:
-            age = p["oldest_age_seconds"]
             print(
                 f"  {p['partition']:>9} {p['holder'] or '-':<28} {p['backlog']:>8} "
-                f"{p['in_flight']:>8} {_age(age) if age is not None else '-':>8}"
+                f"{p['in_flight']:>8} {_age(p['oldest_age_seconds']):>8}"
             )
         print(f"  {'QUEUE':<38} {'DEPTH':>8} {'CLAIMED':>8} {'OLDEST':>8}")
         for q in o["queues"]:
-            age = q["oldest_age_seconds"]
             print(
                 f"  {q['queue']:<38} {q['depth']:>8} {q['claimed']:>8} "
-                f"{_age(age) if age is not None else '-':>8}"
+                f"{_age(q['oldest_age_seconds']):>8}"
             )
         ob = o["outbox"]
         print(f"outbox: {ob['waiting']} to send, {ob['retrying']} waiting to retry")
@@ -155,7 +150,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     return asyncio.run(_with_store(_config(args), run))
 
 
-def _age(seconds: float) -> str:
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
     if seconds < 120:
         return f"{seconds:.0f}s"
     if seconds < 7200:
