@@ -390,6 +390,55 @@ async def test_embedded_redis_with_the_cli_and_persistence(
         daemon.stop()
 
 
+async def test_a_second_daemon_on_the_host_shares_the_routing_through_the_embedded_redis(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """Scaling out on one host with the quick-start setup: a second daemon
+    pointed at the first one's embedded Redis (its socket) takes half the
+    partitions and routes; `router status` shows both; when it stops, the
+    first takes everything back. Every message is queued once."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    port_a, port_b = free_port(), free_port()
+    config_a = write_config(tmp_path / "a" / "router.yaml", "embedded", port_a)
+    socket = tmp_path / "a" / "state" / "redis" / "redis.sock"
+    config_b = write_config(tmp_path / "b" / "router.yaml", f"unix://{socket}", port_b)
+    a, b = DaemonProcess(config_a, port_a), DaemonProcess(config_b, port_b)
+    a.start()
+    try:
+        b.start()
+
+        def holders() -> dict[str, int]:
+            out = cli(config_a, "status", "--json")
+            assert out.returncode == 0, out.stderr
+            held: dict[str, int] = {}
+            for p in json.loads(out.stdout)["ingest"]["partitions"]:
+                if p["holder"]:
+                    held[p["holder"]] = held.get(p["holder"], 0) + 1
+            return held
+
+        wait_for(lambda: sorted(holders().values()) == [2, 2], timeout=15, what="2 + 2")
+        for i in range(40):
+            async with http.post(
+                f"{a.url}/v1/messages",
+                headers=AUTH,
+                json={"from": f"u{i}@x.org", "text": "Where is my parcel?", "id": f"s{i}"},
+            ) as r:
+                assert r.status == 202
+        wait_for(
+            lambda: len(a.events("routed")) + len(b.events("routed")) == 40, what="all 40 routed"
+        )
+        assert a.events("routed") and b.events("routed")  # both routed some
+        assert b.stop() == 0
+        wait_for(lambda: holders() == {a.events("started")[0]["node"]: 4}, what="a holds all")
+        status = json.loads(cli(config_a, "status", "--json").stdout)
+        general = next(q for q in status["queues"] if q["queue"] == "general")
+        assert general["depth"] == 40 and status["ingest"]["backlog"] == 0
+    finally:
+        b.kill()
+        assert a.stop() == 0
+
+
 def test_embedded_redis_dies_with_a_killed_daemon(tmp_path: Path) -> None:
     port = free_port()
     config = write_config(tmp_path / "router.yaml", "embedded", port)
