@@ -60,8 +60,9 @@ async def _redis_now(store: Store) -> float:
     return seconds + micros / 1e6
 
 
-async def ingest_status(store: Store) -> IngestStatus:
-    """Backlog, in-flight count, oldest age and holder of every ingest partition."""
+async def ingest_status(store: Store, now: float | None = None) -> IngestStatus:
+    """Backlog, in-flight count, oldest age and holder of every ingest partition
+    (``now``: Redis's clock, read here if not given)."""
     keys = store.keys
     pipe = store.redis.pipeline(transaction=False)
     for p in range(store.partitions):
@@ -71,7 +72,8 @@ async def ingest_status(store: Store) -> IngestStatus:
         pipe.xpending(stream, INGEST_GROUP)
         pipe.get(keys.lease(p))
     raw = await pipe.execute(raise_on_error=False)
-    now = await _redis_now(store)
+    if now is None:
+        now = await _redis_now(store)
     out = []
     for p in range(store.partitions):
         n, first, pending, holder = raw[4 * p : 4 * p + 4]
@@ -91,10 +93,9 @@ async def ingest_status(store: Store) -> IngestStatus:
     return IngestStatus(out)
 
 
-async def routing_nodes(store: Store) -> list[dict[str, Any]]:
-    """Routing daemons alive: their heartbeats in ``{p}nodes:routing``."""
+async def routing_nodes(store: Store, now: float) -> list[dict[str, Any]]:
+    """Routing daemons alive at ``now`` (Redis's clock): heartbeats in ``{p}nodes:routing``."""
     rows = await store.redis.zrange(store.keys.routing_nodes, 0, -1, withscores=True)
-    now = await _redis_now(store)
     return [
         {"node": node, "heartbeat_expires_in_seconds": round(score / 1000 - now, 1)}
         for node, score in rows
@@ -105,8 +106,9 @@ async def routing_nodes(store: Store) -> list[dict[str, Any]]:
 async def overview(store: Store) -> dict[str, Any]:
     """Everything ``router status`` shows, and the problems it sees."""
     keys = store.keys
-    ingest = await ingest_status(store)
-    nodes = await routing_nodes(store)
+    now = await _redis_now(store)
+    ingest = await ingest_status(store, now)
+    nodes = await routing_nodes(store, now)
     queues = [q.to_dict() for q in await AgentClient(store).status()]
     pipe = store.redis.pipeline(transaction=False)
     pipe.xlen(keys.outbox)
