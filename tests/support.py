@@ -23,7 +23,7 @@ import yaml
 from router.embedded import redis_server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPORA = ROOT.parent / "shared" / "corpora"
+FIXTURES = ROOT / "tests" / "fixtures"
 API_TOKEN = "test-token-123"
 
 

@@ -19,10 +19,10 @@ import yaml
 
 from router.mail import MailError, parse
 from tests.mail_servers import DovecotServer, ImapServer, PymapServer, SmtpInbox
-from tests.support import CORPORA, DaemonProcess, RedisServer, cli, free_port, write_config
+from tests.support import FIXTURES, DaemonProcess, RedisServer, cli, free_port, write_config
 
 FOLDER = "Support"
-EMAILS = sorted(p for p in (CORPORA / "emails").rglob("*") if p.is_file() and p.name != "LICENSE")
+EMAILS = sorted(p for p in (FIXTURES / "emails").rglob("*") if p.is_file() and p.name != "LICENSE")
 
 
 def mail(

@@ -1,6 +1,6 @@
 """router.mail: raw RFC 822 bytes -> ParsedMail, on the real corpus and on tables.
 
-The corpus (../shared/corpora/emails, MIT, from the Ruby `mail` gem) holds 104
+The corpus (tests/fixtures/emails, MIT, from the Ruby `mail` gem) holds 104
 real messages, 28 of them deliberately broken; every one must parse or be
 refused with MailError, nothing else.
 """
@@ -25,7 +25,7 @@ from router.mail import (
     strip_quoted,
 )
 
-CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora" / "emails"
+CORPUS = Path(__file__).resolve().parent / "fixtures" / "emails"
 CORPUS_FILES = sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.name != "LICENSE")
 
 # The one file refused: sample_output_multipart is empty (0 bytes).
@@ -78,7 +78,10 @@ def all_strings(parsed: ParsedMail) -> list[str]:
 
 
 def test_corpus_is_there() -> None:
-    assert len(CORPUS_FILES) == 104, "the shared email corpus changed: update the expected counts"
+    assert len(CORPUS_FILES) == 104, (
+        f"expected 104 mails under {CORPUS}, found {len(CORPUS_FILES)}: "
+        "a fixture is missing or was added; see tests/fixtures/README.md"
+    )
 
 
 @pytest.mark.parametrize("path", CORPUS_FILES, ids=lambda p: str(p.relative_to(CORPUS)))

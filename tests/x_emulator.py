@@ -191,7 +191,7 @@ def redirect_session(
 # Wire constants
 # --------------------------------------------------------------------------------------
 
-CORPUS_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora" / "x-api"
+CORPUS_DIR = Path(__file__).resolve().parent / "fixtures" / "x-api"
 SIGNED_ORIGIN = "https://api.twitter.com"
 TWEPOCH_MS = 1288834974657
 RECORDED_ME_ID = "1072250532645998596"
