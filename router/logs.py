@@ -51,7 +51,7 @@ class Outage:
     """The log of a failure that repeats while it lasts (Redis down: every
     request and every retry loop fails), written for the person on call:
 
-    * the first failure is logged at once (``event``, WARNING);
+    * the first failure is logged at once (``event``, WARNING or ``level``);
     * while it goes on, at most one line every ``every`` seconds, with how
       long it has lasted and how many failures were not logged since;
     * when something succeeds again, one line (``recovered``, INFO) with the
@@ -68,11 +68,14 @@ class Outage:
         recovered: str,
         every: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        level: str = "warning",
     ) -> None:
         self.log = logger
         self.event = event
         self.recovered = recovered
         self.every = every
+        # the level of the failure lines: "error" where a person must act
+        self._failure_log = getattr(logger, level)
         self.clock = clock
         self.since: float | None = None  # when the outage began
         self._logged_at = 0.0
@@ -84,13 +87,13 @@ class Outage:
         now = self.clock()
         if self.since is None:
             self.since, self._logged_at, self._failures, self._unlogged = now, now, count, 0
-            self.log.warning(self.event, **fields)
+            self._failure_log(self.event, **fields)
             return
         self._failures += count
         if now - self._logged_at < self.every:
             self._unlogged += count
             return
-        self.log.warning(
+        self._failure_log(
             self.event,
             **fields,
             ongoing_seconds=round(now - self.since, 1),

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from router.config import PRIORITIES, Rule
 from router.keys import QUEUE_GROUP
+from router.logs import Outage
 from router.metrics import Metrics
 from router.routing import Routing, choose_target
 from router.scripts import pairs
@@ -87,13 +88,16 @@ class OverflowWorker:
         self.interval = interval
 
     async def run(self, stop: asyncio.Event) -> None:
+        # a tick a second fails while Redis is down: one line when it starts,
+        # one every 30 s, one when it ends (not one a second)
+        outage = Outage(log, "overflow_paused", "overflow_resumed")
         while not stop.is_set():
             try:
                 while await self.tick() == 100:  # a backlog: keep going
                     pass
+                outage.ok()
             except (RedisError, OSError) as exc:
-                log.warning(
-                    "overflow_paused",
+                outage.failed(
                     error=f"{type(exc).__name__}: {exc}",
                     action="retrying; entries wait in their current queue",
                 )

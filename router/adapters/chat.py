@@ -43,6 +43,7 @@ from redis.asyncio import Redis
 from router.adapters.base import AdapterContext
 from router.config import ChatSettings, Config
 from router.ingest import StoreUnavailable
+from router.logs import Outage
 from router.model import Hints, Identity, InboundMessage, OutboundMessage
 from router.profiles.identity import normalise_email
 
@@ -91,6 +92,10 @@ class ChatHub:
         self.prefix = prefix
         self.channel = f"{prefix}chat:push"
         self.sockets: dict[str, set[web.WebSocketResponse]] = {}
+        # resubscribing once a second while Redis is down: a few lines, not one a second
+        self._listener_outage = Outage(
+            log, "chat_push_listener_restarting", "chat_push_listener_resumed"
+        )
 
     def events_key(self, visitor: str) -> str:
         return f"{self.prefix}chat:{{{visitor}}}:events"
@@ -121,16 +126,16 @@ class ChatHub:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning(
-                    "chat_push_listener_restarting",
+                self._listener_outage.failed(
                     error=f"{type(exc).__name__}: {exc}",
-                    action="resubscribing in 1s; Redis may be restarting",
+                    action="resubscribing every 1s; Redis may be restarting",
                 )
                 await asyncio.sleep(1.0)
 
     async def _listen_once(self) -> None:
         pubsub = self.redis.pubsub()
         await pubsub.subscribe(self.channel)
+        self._listener_outage.ok()
         try:
             async for note in pubsub.listen():
                 if note.get("type") != "message":
