@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ import orjson
 import structlog
 from redis.exceptions import RedisError
 
-from router.config import PRIORITIES, Config
+from router.config import PRIORITIES, Config, parse_duration
 from router.deadletters import dead_letter_fields
 from router.keys import INGEST_GROUP, Keys
 from router.logs import Outage
@@ -68,6 +69,29 @@ class Failure:
     reason: str
 
 
+# For demos and tests only: route as if the wall clock were this far ahead
+# ("2d", "36h") or behind ("-3d"), so a weekday can be tried on a Sunday.
+CLOCK_OFFSET_ENV = "ROUTER_CLOCK_OFFSET"
+
+
+def clock_offset(env: dict[str, str] | None = None) -> float:
+    """Seconds ``ROUTER_CLOCK_OFFSET`` adds to the clock of routing decisions.
+
+    It shifts the ``now`` of routing (which shifts are open, due times, the
+    acknowledgement's ETA, and the times routing records); queue ages,
+    overflow waits, claims and retries keep the real clock. 0 when unset.
+    """
+    raw = (os.environ if env is None else env).get(CLOCK_OFFSET_ENV, "").strip()
+    if not raw:
+        return 0.0
+    sign = -1.0 if raw.startswith("-") else 1.0
+    magnitude = raw.lstrip("+-")
+    try:
+        return sign * parse_duration(float(magnitude) if magnitude.isdigit() else magnitude)
+    except ValueError as exc:
+        raise ValueError(f"{CLOCK_OFFSET_ENV}={raw!r}: {exc} (e.g. 2d, -36h, 5400s)") from None
+
+
 class RoutingWorker:
     """Routes the ingest partitions this daemon holds a lease on."""
 
@@ -87,6 +111,16 @@ class RoutingWorker:
         self.depths: dict[str, int] = {}
         self._depths_at = 0.0
         self._lease_outage = Outage(log, "lease_renewal_failed", "lease_renewal_recovered")
+        self.clock_offset = clock_offset()
+        if self.clock_offset:
+            log.warning(
+                "clock_offset",
+                seconds=self.clock_offset,
+                routes_as_of=time.strftime(
+                    "%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + self.clock_offset)
+                ),
+                action=f"for demos and tests only: unset {CLOCK_OFFSET_ENV} in production",
+            )
 
     # -- lifecycle ---------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -308,7 +342,7 @@ class RoutingWorker:
         cfg = routing.cfg
         store = self.store
         keys = store.keys
-        now = time.time()
+        now = time.time() + self.clock_offset
         if routing.needs_depths and now - self._depths_at > 1.0:
             self.depths = await store.depths(cfg.queues)
             self._depths_at = now
