@@ -42,10 +42,13 @@ from lxml import html as lxml_html
 from router.profiles.identity import normalise_email
 
 __all__ = [
+    "MAX_MIME_DEPTH",
+    "MAX_MIME_PARTS",
     "Attachment",
     "DeliveryReport",
     "MailError",
     "ParsedMail",
+    "check_structure",
     "normalise_subject",
     "parse",
     "strip_quoted",
@@ -109,6 +112,11 @@ class ParsedMail:
 _MAX_DEPTH = 40  # MIME nesting deeper than this is an attack or a loop, not mail
 _MAX_DEFECTS = 60  # a pathological message must not produce an unbounded list
 _MAX_PARTS = 500  # leaves walked per message; real mail has a handful
+# Refused before the full parse (check_structure): the standard library builds
+# the whole tree first, at about half a millisecond of CPU per part, so these
+# bound the work a message can cost. Real mail stays far below both.
+MAX_MIME_PARTS = 1000
+MAX_MIME_DEPTH = _MAX_DEPTH
 _HTML_FACTOR = 10  # HTML is markup-heavy: keep up to 10x the text limit of it
 
 # --------------------------------------------------------------------------- charsets
@@ -1235,6 +1243,9 @@ def _recover_multipart(part: Message, defects: _Defects) -> Message | None:
     if not usable:
         return None
     boundary = max(usable, key=lambda b: (b in closers, openers[b], len(b)))
+    if openers[boundary] > MAX_MIME_PARTS:  # the same bound check_structure keeps
+        defects.add(f"multipart without a boundary parameter has over {MAX_MIME_PARTS} parts")
+        return None
     subtype = _content_type(part).split("/", 1)[1] or "mixed"
     head = f'Content-Type: multipart/{subtype}; boundary="{boundary}"\r\n\r\n'
     try:
@@ -1480,9 +1491,121 @@ def parse(
         raise MailError(f"unparseable message ({type(exc).__name__}: {exc})"[:300]) from exc
 
 
+_BOUNDARY_PARAM_RE = re.compile(rb'(?i)(?:^|;)\s*boundary\s*=\s*(?:"([^"]*)"|([^\s;]+))')
+_CONTENT_TYPE_RE = re.compile(rb"(?i)^\s*([a-z0-9!#$&^_.+-]+)\s*/\s*([a-z0-9!#$&^_.+-]+)")
+
+
+def check_structure(
+    raw: bytes, *, max_parts: int = MAX_MIME_PARTS, max_depth: int = MAX_MIME_DEPTH
+) -> None:
+    """Refuse (MailError) a message whose MIME tree is too large or too deep.
+
+    Reads only the raw lines (Content-Type headers and boundary delimiter
+    lines, split the way the standard library's parser splits parts), so the
+    bound holds before that parser builds anything. Linear in the size, no
+    recursion, and it stops at the first limit crossed.
+    """
+    # Each open container: the boundary of a multipart, or None for an
+    # attached message (message/rfc822) whose own header block comes next.
+    stack: list[bytes | None] = []
+    in_headers = True
+    status_blocks = False  # in a message/delivery-status body: each block is a part
+    content_type: bytes | None = None
+    collecting = False
+    parts = 0
+
+    def count_part() -> None:
+        nonlocal parts
+        parts += 1
+        if parts > max_parts:
+            raise MailError(f"more than {max_parts} MIME parts; refused before parsing")
+
+    for line in raw.splitlines():
+        if line.startswith(b"--") and any(b is not None for b in stack):
+            candidate = line[2:].rstrip(b" \t")
+            level, closing = _open_boundary(stack, candidate)
+            if level is not None:
+                del stack[level + 1 :]
+                status_blocks = False
+                if closing:
+                    stack.pop()
+                    in_headers = False  # the epilogue: no structure in it
+                else:
+                    count_part()
+                    in_headers, content_type, collecting = True, None, False
+                continue
+        if not in_headers:
+            if status_blocks:
+                if not line.strip():
+                    count_part()
+            elif not any(b is not None for b in stack):
+                return  # a body outside any multipart: nothing below can open a part
+            continue
+        if line.strip():
+            if line[:1] in (b" ", b"\t"):
+                if collecting and content_type is not None:
+                    content_type += b" " + line.strip()
+            else:
+                name, colon, value = line.partition(b":")
+                # The parser goes by the first Content-Type of a block.
+                collecting = bool(colon) and content_type is None
+                collecting = collecting and name.strip().lower() == b"content-type"
+                if collecting:
+                    content_type = value.strip()
+            continue
+        # the blank line ending a header block: what does that block open?
+        in_headers, opened = False, _opens(content_type or b"")
+        content_type, collecting = None, False
+        if opened == b"":
+            status_blocks = True
+            continue
+        if opened is False:
+            continue
+        stack.append(opened if isinstance(opened, bytes) else None)
+        if len(stack) > max_depth:
+            raise MailError(f"MIME nesting deeper than {max_depth} levels; refused before parsing")
+        if opened is None:
+            in_headers = True  # an attached message: its header block follows
+
+
+def _open_boundary(stack: list[bytes | None], candidate: bytes) -> tuple[int | None, bool]:
+    """The innermost open multipart a delimiter line belongs to, and whether it closes it."""
+    for level in range(len(stack) - 1, -1, -1):
+        boundary = stack[level]
+        if boundary is None:
+            continue
+        if candidate == boundary:
+            return level, False
+        if candidate.endswith(b"--") and candidate[:-2] == boundary:
+            return level, True
+    return None, False
+
+
+def _opens(content_type: bytes) -> bytes | bool | None:
+    """What a header block's Content-Type opens.
+
+    A multipart's boundary; None for an attached message (parsed as one);
+    b"" for a delivery-status body (parsed as blocks of fields); False for a leaf.
+    """
+    match = _CONTENT_TYPE_RE.match(content_type)
+    if not match:
+        return False
+    maintype, subtype = match.group(1).lower(), match.group(2).lower()
+    if maintype == b"multipart":
+        found = _BOUNDARY_PARAM_RE.search(content_type[match.end() :])
+        if found is None:
+            return False
+        boundary = found.group(1) if found.group(1) is not None else found.group(2)
+        return boundary.rstrip(b" \t") or False
+    if maintype == b"message":
+        return b"" if subtype == b"delivery-status" else None
+    return False
+
+
 def _parse(data: bytes, max_text_chars: int, max_attachment_bytes: int) -> ParsedMail:
     defects = _Defects()
     data = data.lstrip(b"\r\n").removeprefix(b"\xef\xbb\xbf")
+    check_structure(data)
     msg = _parse_structure(data, defects)
 
     body_charset = _charset_hint(msg)
