@@ -728,6 +728,9 @@ class Config(Strict):
 
     # Where the config came from (for messages and relative paths).
     _source: str = PrivateAttr(default="<config>")
+    # Secrets that could not be read, as FILE:LINE: messages, when loaded with
+    # unresolved_secrets="warn" (check-config without --strict).
+    _warnings: list[str] = PrivateAttr(default_factory=list)
 
     @field_validator("queues")
     @classmethod
@@ -743,6 +746,11 @@ class Config(Strict):
     @property
     def source(self) -> str:
         return self._source
+
+    @property
+    def warnings(self) -> list[str]:
+        """Unresolved secrets (``FILE:LINE: message``) when loaded to warn about them."""
+        return self._warnings
 
     @property
     def embedded_redis(self) -> bool:
@@ -983,12 +991,17 @@ def build_config(
     base_dir: Path,
     env: Mapping[str, str] | None = None,
     secrets: str = "all",
+    unresolved_secrets: str = "error",
 ) -> Config:
     """Validate parsed YAML into a Config; raise ConfigError with file:line problems.
 
     ``secrets="all"`` reads every secret (the daemon, check-config);
     ``secrets="redis"`` only the Redis password (CLI tools that just talk
     to Redis and must not need, say, the API token in their environment).
+    ``unresolved_secrets="warn"`` lists a secret that cannot be read (a
+    variable not set, no credential, a missing file) in ``Config.warnings``
+    instead of failing: an admin checks the file in a shell that does not
+    have the service's secrets (``router check-config`` without ``--strict``).
     """
     env = os.environ if env is None else env
     if data is None:
@@ -1023,26 +1036,32 @@ def build_config(
     problems = [f"{where(loc)}: {msg}" for loc, msg in _cross_references(cfg)]
     if not cfg.state_dir.is_absolute():
         object.__setattr__(cfg, "state_dir", (base_dir / cfg.state_dir).resolve())
+    warnings: list[str] = []
     for loc, secret in _secrets(cfg):
         if secrets != "all" and loc[0] != secrets:
             continue
         try:
             secret.resolve(base_dir, env)
         except ValueError as exc:
-            problems.append(f"{where(loc)}: {_format_loc(loc)}: {exc}")
+            problem = f"{where(loc)}: {_format_loc(loc)}: {exc}"
+            (warnings if unresolved_secrets == "warn" else problems).append(problem)
     if problems:
         raise ConfigError(problems)
     cfg._source = smap.file
+    cfg._warnings = warnings
     return cfg
 
 
 def load_config(
-    path: str | Path, env: Mapping[str, str] | None = None, secrets: str = "all"
+    path: str | Path,
+    env: Mapping[str, str] | None = None,
+    secrets: str = "all",
+    unresolved_secrets: str = "error",
 ) -> Config:
-    """Load, validate and resolve the config file at ``path``."""
+    """Load, validate and resolve the config file at ``path`` (see build_config)."""
     path = Path(path)
     data, smap = load_yaml(path)
-    return build_config(data, smap, path.resolve().parent, env, secrets)
+    return build_config(data, smap, path.resolve().parent, env, secrets, unresolved_secrets)
 
 
 def config_from_text(text: str, name: str = "<text>", base_dir: Path | None = None) -> Config:

@@ -239,3 +239,63 @@ def test_disabled_channels_need_no_secrets(tmp_path: Path) -> None:
     assert msg.endswith(
         "channels.twilio.auth_token: environment variable UNSET_TWILIO_TOKEN is not set or empty"
     )
+
+
+def _check_config(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "router", "check-config", *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", **env},
+        cwd=ROOT,
+        timeout=60,
+    )
+
+
+def test_check_config_on_the_example_in_an_empty_environment() -> None:
+    """An admin validates the example in a plain shell: OK, with the secrets
+    it cannot read listed as warnings naming the variable; --strict (what the
+    daemon applies) makes them errors."""
+    example = ROOT / "config" / "example.yaml"
+    out = _check_config(str(example), env={})
+    assert out.returncode == 0, out.stderr
+    assert "OK (" in out.stdout and "2 secrets not available here" in out.stdout
+    warnings = out.stderr.splitlines()
+    assert any(
+        w.startswith(f"warning: {example}:")
+        and w.endswith(
+            "channels.api.token: environment variable ROUTER_API_TOKEN is not set or empty"
+        )
+        for w in warnings
+    ), warnings
+    assert any("CHAT_SECRET is not set or empty" in w for w in warnings), warnings
+
+    strict = _check_config("--strict", str(example), env={})
+    assert strict.returncode == 2
+    assert "ROUTER_API_TOKEN is not set or empty" in strict.stderr
+    assert "CHAT_SECRET is not set or empty" in strict.stderr
+    assert "OK" not in strict.stdout
+
+    given = _check_config(
+        "--strict", str(example), env={"ROUTER_API_TOKEN": "t", "CHAT_SECRET": "s"}
+    )
+    assert given.returncode == 0 and given.stderr == "", given.stderr
+    assert "secrets not available" not in given.stdout
+
+
+def test_check_config_warns_about_credentials_and_files(tmp_path: Path) -> None:
+    cfg = GOOD.replace("token: {env: TEST_TOKEN}", "token: {credential: api-token}")
+    path = write(tmp_path, cfg)
+    out = _check_config(str(path), env={})
+    assert out.returncode == 0, out.stderr
+    assert "credential 'api-token' needs CREDENTIALS_DIRECTORY" in out.stderr
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "api-token").write_text("s3cret\n")
+    ok = _check_config("--strict", str(path), env={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert ok.returncode == 0 and ok.stderr == "", ok.stderr
+    missing = write(tmp_path, GOOD.replace("token: {env: TEST_TOKEN}", "token: {file: nope.txt}"))
+    out = _check_config("--strict", str(missing), env={})
+    assert (
+        out.returncode == 2 and "cannot read secret file" in out.stderr and "nope.txt" in out.stderr
+    )
