@@ -73,9 +73,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     path = args.file or args.config
-    cfg = load_config(path)
+    cfg = load_config(path, unresolved_secrets="error" if args.strict else "warn")
+    for warning in cfg.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     rules = len(cfg.rules)
-    print(f"{path}: OK ({len(cfg.queues)} queues, {rules} rules)")
+    summary = f"{path}: OK ({len(cfg.queues)} queues, {rules} rules)"
+    if cfg.warnings:
+        n = len(cfg.warnings)
+        summary += (
+            f"; {n} secret{'s' if n > 1 else ''} not available here "
+            "(the daemon will refuse to start without; --strict makes this an error)"
+        )
+    print(summary)
     return 0
 
 
@@ -412,6 +421,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate a config file (exit 0, or FILE:LINE: message)",
     )
     s.add_argument("file", nargs="?", help="file to check (default: --config)")
+    s.add_argument(
+        "--strict",
+        action="store_true",
+        help="a secret that cannot be read here is an error (exit 2), as for `router serve`",
+    )
     s.set_defaults(func=cmd_check_config)
 
     s = sub.add_parser(
