@@ -292,10 +292,16 @@ def test_format_eta_wall_time(due, zone, language, locale, wall) -> None:
         ("Europe/Riga", "lv", None, "pirmdiena, 23. novembris 06:00 GMT+02:00"),
         ("Europe/Riga", "ru", None, "понедельник, 23 ноября, 06:00 GMT+02:00"),
         ("Europe/Madrid", "es", None, "lunes, 23 de noviembre, 5:00 GMT+01:00"),
+        ("Asia/Kolkata", "te", None, "23 నవంబర్, సోమవారం 9:30 AM GMT+05:30"),
+        ("Asia/Kolkata", "gu", None, "સોમવાર, 23 નવેમ્બર 9:30 AM GMT+05:30"),
     ],
 )
 def test_format_eta_examples(zone, language, locale, expected) -> None:
-    # exact strings pin today's Babel (2.18) data; a CLDR update may change them
+    """The exact words a customer reads, at least once for every language of
+    config/example.yaml, under the locked Babel (requirements/*.lock: 2.18.0).
+    Other tests check an ETA's meaning (day, time, offset); these are the ones
+    that notice when a Babel/CLDR update changes the text (2.19 writes the
+    Brazilian one as "01:00 -03:00 GMT"): review the new words, then update."""
     assert format_eta(KOLKATA_DUE, zone, language=language, locale=locale) == expected
 
 
