@@ -7,7 +7,7 @@ production setting) and measures, with the same load generator (a separate
 process, aiohttp, keep-alive connections):
 
 * floor: a bare aiohttp handler that parses the JSON body and does one XADD
-  (DESIGN.md's floor), under uvloop with hiredis;
+  (the floor of docs/architecture.md), under uvloop with hiredis;
 * router: the real daemon (`python -m router serve`) taking `POST /v1/messages`
   with a bearer token, deduplicating, and its routing workers placing each
   message in an agent queue. Its throughput is counted until the last message

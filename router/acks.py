@@ -2,7 +2,7 @@
 
 A new conversation gets a short reply in the customer's language saying that
 the message arrived and by when a person will answer, in the customer's own
-local time (DESIGN.md, "Routing model", "Acknowledgement"). This module only
+local time (docs/architecture.md; README "How a message is routed"). This module only
 renders that text; deciding whether to acknowledge (auto-replies, bounces,
 mailing lists) and sending it happen elsewhere. Pure functions, no I/O.
 
