@@ -6,11 +6,14 @@ visitor -> daemon
     ``{"type": "hello", "token"?, "timezone"?, "locale"?, "page"?, "last_seen"?}``
     ``{"type": "message", "id": "<client id>", "text": "..."}``
     ``{"type": "email", "email": "ana@example.com"}``   (optional: "leave your e-mail")
+    ``{"type": "verify", "code": "123456"}``            (the code e-mailed to that address)
     ``{"type": "typing"}``
 daemon -> visitor
     ``{"type": "welcome", "token", "visitor"}``         (keep the token for next time)
     ``{"type": "ack", "id", "message_id", "duplicate"}`` (the message is stored)
     ``{"type": "message", "event", "from": "agent"|"system", "text", "agent"?, "at"}``
+    ``{"type": "email_ok", "email", "verified": false, "code_sent"}``
+    ``{"type": "email_verified", "email"}``
     ``{"type": "error", "code", "message"}``             (the connection stays open)
 
 A visitor's token is their visitor id signed with HMAC-SHA256: a visitor can
@@ -18,7 +21,12 @@ only ever resume their own chat. Every message pushed to a visitor is kept
 in a Redis stream, so after a reconnect the widget sends the last event it
 saw and gets everything after it; replies reach the socket on whichever
 daemon holds it (Redis pub/sub). The ``Origin`` of the page must be allowed;
-frames are size-limited and messages rate-limited per connection.
+frames are size-limited and rate-limited per connection; a socket says
+``hello`` once.
+
+An e-mail address a visitor types is a claim, not an identity (see
+router/profiles/claims.py): it becomes one of the visitor's identities only
+once the visitor types back the code e-mailed to it.
 """
 
 from __future__ import annotations
@@ -39,18 +47,26 @@ import orjson
 import structlog
 from aiohttp import WSMsgType, web
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from router.adapters.base import AdapterContext
 from router.config import ChatSettings, Config
 from router.ingest import StoreUnavailable
+from router.keys import Keys
 from router.logs import Outage
 from router.model import Hints, Identity, InboundMessage, OutboundMessage
+from router.profiles.claims import ClaimRefused, EmailClaims
 from router.profiles.identity import normalise_email
 
 log = structlog.get_logger("router.chat")
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
-VISITOR_RE = re.compile(r"^v_[A-Za-z0-9_-]{16,64}$")
+VISITOR_RE = re.compile(r"v_[A-Za-z0-9_-]{16,64}")
+# RFC 5321: a path (and so an address) is at most 254 characters
+MAX_EMAIL_CHARS = 254
+# how long the e-mail frame waits for its note to be routed (the code e-mail
+# belongs to the visitor's conversation, which routing may only now create)
+CODE_MAIL_WAIT = 10.0
 
 
 def sign_visitor(secret: str, visitor: str) -> str:
@@ -61,9 +77,11 @@ def sign_visitor(secret: str, visitor: str) -> str:
 def verify_token(secret: str, token: str) -> str | None:
     """The visitor id a token names, if the token is genuine."""
     visitor, _, _ = token.rpartition(".")
-    if not VISITOR_RE.match(visitor):
+    if not VISITOR_RE.fullmatch(visitor):
         return None
-    return visitor if hmac.compare_digest(sign_visitor(secret, visitor), token) else None
+    # (as bytes: compare_digest refuses str with non-ASCII characters)
+    genuine = hmac.compare_digest(sign_visitor(secret, visitor).encode(), token.encode())
+    return visitor if genuine else None
 
 
 class Bucket:
@@ -165,12 +183,18 @@ class ChatAdapter:
         self.get_config = get_config
         self.ctx = ctx
         self.hub = hub
+        self.claims = EmailClaims(hub.redis, Keys(hub.prefix))
         self._listener: asyncio.Task[None] | None = None
         self._presence: asyncio.Task[None] | None = None
 
     @property
     def settings(self) -> ChatSettings:
         return self.get_config().channels.chat
+
+    def can_mail(self) -> bool:
+        """Whether e-mail goes out (a code can be sent to a claimed address)."""
+        email = self.get_config().channels.email
+        return email.enabled and email.smtp is not None
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -251,6 +275,7 @@ class Session:
         self.ws = ws
         self.visitor: str | None = None
         self.hints = Hints()
+        # the visitor's address once proven by the e-mailed code (never merely typed)
         self.email: str | None = None
         chat = adapter.settings
         self.bucket = Bucket(chat.rate, chat.burst)
@@ -278,7 +303,11 @@ class Session:
                 await self.error("bad_frame", "a frame must be a JSON object")
                 continue
             kind = frame.get("type")
-            if kind == "hello":
+            if kind == "hello" and self.visitor is not None:
+                # one visitor per socket: a hello loop would otherwise leak a
+                # visitor (and a resume) per frame
+                await self.error("hello_once", "this chat has started; hello is sent once")
+            elif kind == "hello":
                 await self.hello(frame)
             elif self.visitor is None:
                 await self.error("hello_first", 'start with {"type": "hello"}')
@@ -286,6 +315,8 @@ class Session:
                 await self.message(frame)
             elif kind == "email":
                 await self.give_email(frame)
+            elif kind == "verify":
+                await self.verify(frame)
             elif kind == "typing":
                 continue
             else:
@@ -383,14 +414,37 @@ class Session:
         )
 
     async def give_email(self, frame: dict[str, Any]) -> None:
-        """The visitor leaves an address for the answer: it joins their profile
-        (merging with a profile that already has it) and the agents see it."""
-        email = normalise_email(str(frame.get("email", "")))
+        """The visitor types an address for the answer. It is a claim, not an
+        identity: agents see it as a note, and a one-time code is e-mailed to
+        it; only the ``verify`` frame with that code makes it the visitor's
+        (merging with a profile that has it). Until then it merges nothing,
+        joins no other customer's conversation and redirects no reply."""
+        raw = frame.get("email")
+        email = (
+            normalise_email(raw) if isinstance(raw, str) and len(raw) <= MAX_EMAIL_CHARS else None
+        )
         if email is None:
             await self.error("bad_email", "that does not look like an e-mail address")
             return
-        assert self.visitor is not None
-        self.email = email
+        if not self.bucket.take():
+            await self.error("slow_down", "too many frames; wait a moment and send again")
+            return
+        chat = self.adapter.settings
+        assert self.visitor is not None and chat.secret is not None
+        claims = self.adapter.claims
+        try:
+            claim = (
+                await claims.start(chat.secret.value, self.visitor, email)
+                if self.adapter.can_mail()
+                else None
+            )
+        except ClaimRefused as exc:
+            await self.error(exc.code, exc.message)
+            return
+        except (RedisError, OSError):
+            await self.error("unavailable", "could not store your address; please try again")
+            return
+        how = "a code was sent to it" if claim else "e-mail is not configured, so it stays so"
         message = InboundMessage(
             channel="chat",
             sender=Identity("chat", self.visitor),
@@ -398,18 +452,83 @@ class Session:
             source_id=f"{self.visitor}:email:{email}",
             references=[self.visitor],
             hints=self.hints,
+            meta={
+                "kind": "contact",
+                "claimed_email": email,
+                "note": f"The visitor typed an e-mail address, not verified ({how}): {email}",
+            },
+        )
+        try:
+            result = await self.adapter.ctx.ingest(message)
+        except StoreUnavailable:
+            await self.error("unavailable", "could not store your address; please try again")
+            return
+        code_sent = False
+        if claim is not None:
+            try:
+                conversation = await claims.routed_conversation(result.id, CODE_MAIL_WAIT)
+                if conversation is not None:
+                    retention = int(self.adapter.get_config().routing.message_retention)
+                    await claims.mail_code(claim, conversation, retention)
+                    code_sent = True
+            except (RedisError, OSError):
+                pass
+            if not code_sent:
+                log.warning(
+                    "chat_code_not_sent",
+                    message_id=result.id,
+                    reason="the visitor's note was not routed in time",
+                    action="the visitor may ask again; check `router status` for a routing backlog",
+                )
+        await self.ws.send_str(
+            orjson.dumps(
+                {"type": "email_ok", "email": email, "verified": False, "code_sent": code_sent}
+            ).decode()
+        )
+
+    async def verify(self, frame: dict[str, Any]) -> None:
+        """The visitor types the code e-mailed to the address they claimed:
+        now the address is theirs, and joins their profile."""
+        code = frame.get("code")
+        if not isinstance(code, str) or not re.fullmatch(r"\s*\d{4,12}\s*", code):
+            await self.error("bad_code", "send the code from the e-mail (digits only)")
+            return
+        if not self.bucket.take():
+            await self.error("slow_down", "too many frames; wait a moment and send again")
+            return
+        chat = self.adapter.settings
+        assert self.visitor is not None and chat.secret is not None
+        claims = self.adapter.claims
+        try:
+            email = await claims.check(chat.secret.value, self.visitor, code)
+        except ClaimRefused as exc:
+            await self.error(exc.code, exc.message)
+            return
+        except (RedisError, OSError):
+            await self.error("unavailable", "could not check your code; please send it again")
+            return
+        message = InboundMessage(
+            channel="chat",
+            sender=Identity("chat", self.visitor),
+            text="",
+            source_id=f"{self.visitor}:verified:{email}",
+            references=[self.visitor],
+            hints=self.hints,
             identities=[Identity("email", email)],
             meta={
                 "kind": "contact",
-                "note": f"The visitor left an e-mail address for the answer: {email}",
+                "verified_email": email,
+                "note": f"The visitor proved their e-mail address (code e-mailed to it): {email}",
             },
         )
         try:
             await self.adapter.ctx.ingest(message)
-        except StoreUnavailable:
-            await self.error("unavailable", "could not store your address; please try again")
+            await claims.done(self.visitor)
+        except (StoreUnavailable, RedisError, OSError):
+            await self.error("unavailable", "could not store your address; please send it again")
             return
-        await self.ws.send_str(orjson.dumps({"type": "email_ok", "email": email}).decode())
+        self.email = email
+        await self.ws.send_str(orjson.dumps({"type": "email_verified", "email": email}).decode())
 
     def close(self) -> None:
         if self.visitor is not None:
