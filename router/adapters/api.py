@@ -1,4 +1,5 @@
-"""The generic JSON API: ``POST /v1/messages`` in, a webhook callback out.
+"""The generic JSON API: ``POST /v1/messages`` in; replies out by a webhook
+callback, or kept for ``GET /v1/conversations/{id}/replies`` when none is set.
 
 Request (``Authorization: Bearer <token>``)::
 
@@ -16,6 +17,12 @@ Answers: ``202 {"id", "duplicate"}`` once the message is stored durably;
 ``400`` bad JSON / fields, ``401`` bad token, ``413`` too large, ``503`` when
 it cannot be stored (retry later; never a 202 then). ``id`` is the caller's
 own id and the deduplication key: sending the same id again is harmless.
+
+``GET /v1/conversations/{conversation_id}/replies[?after=POS&limit=N]`` (same
+token) answers ``200 {"conversation_id", "replies": [...], "next": POS}``:
+the replies sent on the ``api`` channel, oldest first (the newest ``limit``,
+or those after ``after``; pass ``next`` back as ``after`` to poll). Each
+reply returned counts as delivered. ``404`` for an unknown conversation.
 """
 
 from __future__ import annotations
@@ -23,13 +30,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import orjson
 import structlog
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from router.adapters.base import IngestFn, PermanentSendError
 from router.config import Config
@@ -37,6 +47,7 @@ from router.ingest import StoreUnavailable
 from router.metrics import Metrics
 from router.model import Hints, InboundMessage, OutboundMessage
 from router.profiles.identity import normalise_identity
+from router.store import Store
 
 log = structlog.get_logger("router.api")
 
@@ -54,6 +65,13 @@ _FIELDS = {
 }
 _HINTS = {"language", "locale", "timezone", "country"}
 MAX_ID_CHARS = 256
+# GET .../replies: at most this many replies per answer, found among at most
+# this many timeline entries (a long conversation is read in pages).
+REPLIES_LIMIT = 100
+REPLIES_SCAN = 1000
+_POSITION_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
+# Delivery states a reply does not leave by itself (failed: dead-lettered).
+_SETTLED = frozenset({"sent", "delivered", "failed"})  # (or expired: an empty hash)
 
 
 class BadRequest(ValueError):
@@ -145,8 +163,12 @@ def parse_message(body: bytes, max_text_chars: int) -> InboundMessage:
     )
 
 
+def _iso(ts: str | None) -> str | None:
+    return datetime.fromtimestamp(float(ts), UTC).isoformat() if ts else None
+
+
 class ApiAdapter:
-    """Serves ``POST /v1/messages``."""
+    """Serves ``POST /v1/messages`` and ``GET /v1/conversations/{id}/replies``."""
 
     name = "api"
 
@@ -162,21 +184,28 @@ class ApiAdapter:
         self.metrics = metrics
         self.accepting = accepting
         self._token: tuple[Config | None, bytes] = (None, b"")
+        # Redis for reading replies, opened on the first GET (intake needs none).
+        self._store: Store | None = None
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/v1/messages", self.post_message)]
+        return [
+            web.post("/v1/messages", self.post_message),
+            web.get("/v1/conversations/{conversation_id}/replies", self.get_replies),
+        ]
 
     async def start(self) -> None:
         return None
 
     async def stop(self) -> None:
-        return None
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
 
     def ready(self) -> tuple[bool, str]:
         return True, "ok"
 
-    async def post_message(self, request: web.Request) -> web.Response:
-        cfg = self.get_config()
+    def _refused(self, cfg: Config, request: web.Request) -> web.Response | None:
+        """The answer to a request without the API's bearer token (None: let it in)."""
         api = cfg.channels.api
         if not api.enabled or api.token is None:
             return error(404, "the generic API is disabled (channels.api.enabled: false)")
@@ -188,6 +217,12 @@ class ApiAdapter:
             token.strip().encode(), self._token[1]
         ):
             return error(401, "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"})
+        return None
+
+    async def post_message(self, request: web.Request) -> web.Response:
+        cfg = self.get_config()
+        if (refused := self._refused(cfg, request)) is not None:
+            return refused
         limit = cfg.http.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             return error(413, f"body is {request.content_length} bytes; the limit is {limit}")
@@ -210,6 +245,93 @@ class ApiAdapter:
         ).inc()
         return json_response({"id": result.id, "duplicate": result.duplicate}, 202)
 
+    async def get_replies(self, request: web.Request) -> web.Response:
+        """The replies sent to a conversation on the api channel (see the module doc)."""
+        cfg = self.get_config()
+        if (refused := self._refused(cfg, request)) is not None:
+            return refused
+        conversation_id = request.match_info["conversation_id"]
+        after = request.query.get("after", "")
+        if after and not _POSITION_RE.match(after):
+            return error(400, "'after' must be a 'next' value from an earlier answer")
+        try:
+            limit = int(request.query.get("limit", "20"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= REPLIES_LIMIT:
+            return error(400, f"'limit' must be a whole number from 1 to {REPLIES_LIMIT}")
+        if self._store is None:
+            self._store = Store.open(cfg)
+        try:
+            body = await self._replies(self._store, conversation_id, after, limit)
+        except (RedisError, OSError):
+            return error(503, "cannot read replies right now; retry", **{"Retry-After": "5"})
+        if body is None:
+            return error(404, f"conversation {conversation_id} does not exist (or has expired)")
+        return json_response(body)
+
+    @staticmethod
+    async def _replies(
+        store: Store, conversation_id: str, after: str, limit: int
+    ) -> dict[str, Any] | None:
+        keys, redis = store.keys, store.redis
+        if not await redis.exists(keys.conversation(conversation_id)):
+            return None
+        timeline = keys.timeline(conversation_id)
+        if after:  # polling: what came after the last answer, oldest first
+            entries = await redis.xrange(timeline, f"({after}", "+", count=REPLIES_SCAN)
+        else:  # the newest
+            entries = (await redis.xrevrange(timeline, "+", "-", count=REPLIES_SCAN))[::-1]
+        outbound = [
+            (n, f["outbox_id"])
+            for n, (_, f) in enumerate(entries)
+            if f.get("direction") == "out" and f.get("channel") == "api" and f.get("outbox_id")
+        ]
+        pipe = redis.pipeline(transaction=False)
+        for _, outbox_id in outbound:
+            pipe.hgetall(keys.delivery(outbox_id))
+        deliveries = dict(zip((n for n, _ in outbound), await pipe.execute(), strict=True))
+        # A reply the outbox has not sent yet ends what this answer covers, so
+        # a poller's next "after" never skips it.
+        stop = next(
+            (n for n, d in deliveries.items() if d and d.get("status") not in _SETTLED),
+            len(entries),
+        )
+        sent = [
+            (entries[n][0], d)
+            for n, d in sorted(deliveries.items())
+            if n < stop and d.get("status") in ("sent", "delivered")
+        ]
+        if after:
+            found = sent[:limit]
+            last = found[-1][0] if len(sent) > limit else entries[stop - 1][0] if stop else after
+        else:
+            found = sent[-limit:]
+            last = entries[stop - 1][0] if stop else ""
+        now = f"{time.time():.3f}"
+        pipe = redis.pipeline(transaction=False)
+        for _, d in found:
+            if d["status"] == "sent":  # the customer's system has it now
+                pipe.hset(
+                    keys.delivery(d["id"]), mapping={"status": "delivered", "delivered_at": now}
+                )
+                d["status"], d["delivered_at"] = "delivered", now
+        await pipe.execute()
+        return {
+            "conversation_id": conversation_id,
+            "replies": [
+                {
+                    "id": d.get("id"),
+                    "kind": d.get("kind"),
+                    "agent": d.get("agent") or None,
+                    "text": d.get("text"),
+                    "sent_at": _iso(d.get("sent_at")),
+                }
+                for _, d in found
+            ],
+            "next": last or None,
+        }
+
 
 class ApiCallbackSender:
     """Delivers replies on the ``api`` channel by POSTing them to a callback URL.
@@ -217,6 +339,11 @@ class ApiCallbackSender:
     The body is the reply as JSON; ``Idempotency-Key`` is the outbox id (a
     retry after a timeout may deliver twice: deduplicate on it), and with a
     secret ``X-Router-Signature: sha256=<hex HMAC of the body>``.
+
+    Without ``channels.api.callback`` a reply is kept where it already is (its
+    delivery record and the conversation's timeline, for
+    ``message_retention``) for the caller to pull with
+    ``GET /v1/conversations/{id}/replies``; the pull marks it delivered.
     """
 
     channel = "api"
@@ -231,10 +358,8 @@ class ApiCallbackSender:
 
     async def send(self, message: OutboundMessage) -> str:
         callback = self.get_config().channels.api.callback
-        if callback is None:
-            raise PermanentSendError(
-                "channels.api.callback is not configured, so api replies have nowhere to go"
-            )
+        if callback is None:  # kept for GET /v1/conversations/{id}/replies
+            return ""
         if self._session is None:
             self._session = aiohttp.ClientSession()
         payload: dict[str, Any] = {
