@@ -1,10 +1,39 @@
-"""Prometheus metrics of one daemon, on its own registry (no globals)."""
+"""Prometheus metrics of one daemon, on its own registry (no globals).
+
+Every label value comes from the code or the configuration, never from a
+caller: a channel name a client chose (the generic API's ``channel``) is
+counted as ``other`` unless it is one of the daemon's own channels, so no
+input can add series (each costs memory in the daemon and in Prometheus).
+"""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# The channels the daemon's own adapters speak; any other name is "other".
+BUILTIN_CHANNELS = frozenset(
+    {"api", "email", "chat", "sms", "mms", "whatsapp", "voice", "x", "x_dm"}
+)
+OTHER = "other"
+
+
+def channel_label(channel: str) -> str:
+    """The metric label for a message's channel: bounded, whatever the caller sent."""
+    return channel if channel in BUILTIN_CHANNELS else OTHER
+
+
+class _ByChannel:
+    """A metric whose first label is a channel: ``labels()`` maps it through
+    channel_label, so no call site can pass a caller's string through."""
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+
+    def labels(self, channel: str, *rest: str) -> Any:
+        return self.metric.labels(channel_label(channel), *rest)
 
 
 class Metrics:
@@ -12,17 +41,21 @@ class Metrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.messages_in = Counter(
-            "router_messages_in_total",
-            "Messages accepted from a channel (result=new|duplicate)",
-            ["channel", "result"],
-            registry=r,
+        self.messages_in = _ByChannel(
+            Counter(
+                "router_messages_in_total",
+                "Messages accepted from a channel (result=new|duplicate)",
+                ["channel", "result"],
+                registry=r,
+            )
         )
-        self.ingest_unavailable = Counter(
-            "router_ingest_unavailable_total",
-            "Messages refused because Redis could not store them (sources retry)",
-            ["channel"],
-            registry=r,
+        self.ingest_unavailable = _ByChannel(
+            Counter(
+                "router_ingest_unavailable_total",
+                "Messages refused because Redis could not store them (sources retry)",
+                ["channel"],
+                registry=r,
+            )
         )
         self.routed = Counter(
             "router_messages_routed_total",
@@ -48,14 +81,16 @@ class Metrics:
             ["from_queue", "to_queue"],
             registry=r,
         )
-        self.outbox_sent = Counter(
-            "router_outbox_sent_total", "Replies delivered", ["channel"], registry=r
+        self.outbox_sent = _ByChannel(
+            Counter("router_outbox_sent_total", "Replies delivered", ["channel"], registry=r)
         )
-        self.outbox_failures = Counter(
-            "router_outbox_failures_total",
-            "Failed delivery attempts (each retry counts)",
-            ["channel"],
-            registry=r,
+        self.outbox_failures = _ByChannel(
+            Counter(
+                "router_outbox_failures_total",
+                "Failed delivery attempts (each retry counts)",
+                ["channel"],
+                registry=r,
+            )
         )
         self.queue_depth = Gauge(
             "router_queue_depth",
@@ -105,7 +140,10 @@ class Metrics:
 
     def child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, cached: the lookup is costly on the hot path.
-        (Label values are channels, queues and results: a small, bounded set.)"""
+        (Label values are built-in channels, configured queues and results: a
+        small, bounded set, so the cache is bounded too.)"""
+        if isinstance(metric, _ByChannel) and labels:
+            labels = (channel_label(labels[0]), *labels[1:])
         key = (id(metric), labels)
         found = self._children.get(key)
         if found is None:
@@ -114,3 +152,7 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    async def render_async(self) -> bytes:
+        """render() in a worker thread: a scrape never holds the event loop."""
+        return await asyncio.to_thread(generate_latest, self.registry)
