@@ -1,7 +1,8 @@
 """The daemon's lifecycle: start, serve, reload, drain, stop.
 
-Start: Redis (the embedded one if configured), schema check, consumer
-groups, ingest, adapters, HTTP, routing and outbox workers, then READY=1.
+Start: Redis (the embedded one if configured, restarted whenever it dies),
+schema check, consumer groups, ingest, adapters, HTTP, routing and outbox
+workers, then READY=1.
 SIGHUP reloads the config (validated first; on error the old one stays and
 the error is logged with file and line). SIGTERM/SIGINT drains: intake stops
 (new requests get 503), in-flight requests and the routing batch in hand
@@ -98,6 +99,8 @@ class Daemon:
         self._workers_stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self.embedded: EmbeddedRedis | None = None
+        self._redis_stop = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
         self.store: Store | None = None
         self.http_port: int | None = None
         self.adapters: list[Adapter] = []
@@ -133,6 +136,11 @@ class Daemon:
         if cfg.embedded_redis:
             self.embedded = EmbeddedRedis(cfg.state_dir / "redis", cfg.redis.embedded.appendfsync)
             await self.embedded.start(cfg.redis.embedded.start_timeout)
+            # restarted if it dies (until _close_redis); watched like a worker
+            self._supervisor = asyncio.create_task(
+                self.embedded.supervise(self._redis_stop, cfg.redis.embedded.start_timeout),
+                name="embedded-redis",
+            )
         store = self.store = Store.open(cfg)
         try:
             version = await self._connect(store)
@@ -199,7 +207,8 @@ class Daemon:
 
         # Wait for SIGTERM/SIGINT, or for a worker to die (a bug: stop loudly).
         stop_wait = asyncio.create_task(self._stop.wait())
-        done, _ = await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        watched = [stop_wait, *tasks, *([self._supervisor] if self._supervisor else [])]
+        done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         crashed = [t for t in done if t is not stop_wait and t.exception() is not None]
         for t in crashed:
             log.error(
@@ -322,6 +331,10 @@ class Daemon:
         if self.store is not None:
             with contextlib.suppress(Exception):
                 await self.store.close()
+        self._redis_stop.set()  # no restart of a server we are stopping
+        if self._supervisor is not None:
+            with contextlib.suppress(Exception):
+                await self._supervisor
         if self.embedded is not None:
             await self.embedded.stop()
 
@@ -347,6 +360,8 @@ class Daemon:
         if self.store is not None:
             with contextlib.suppress(RedisError, OSError):
                 for s in await AgentClient(self.store).status():
+                    if s.queue not in self.cfg.queues:
+                        continue  # a label is a configured queue, never a stray key
                     self.metrics.queue_depth.labels(s.queue).set(s.depth)
                     self.metrics.queue_oldest_age.labels(s.queue).set(s.oldest_age_seconds or 0)
                 ingest = await ingest_status(self.store)
@@ -356,7 +371,7 @@ class Daemon:
             self.metrics.adapter_ready.labels(a.name).set(1.0 if a.ready()[0] else 0.0)
             for name, value in getattr(a, "gauges", dict)().items():
                 self.metrics.adapter_state.labels(a.name, name).set(value)
-        return self.metrics.render()
+        return await self.metrics.render_async()
 
     # -- reload ----------------------------------------------------------------
     async def reload(self) -> bool:
