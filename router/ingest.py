@@ -9,6 +9,10 @@ must not acknowledge (the source will deliver again).
 Concurrent calls are coalesced: while one Redis round trip is in flight, new
 messages queue up and go together in the next pipeline, so throughput grows
 with load instead of being bound by the round-trip time.
+
+A call waits at most ``timeout`` seconds (:data:`router.store.INGEST_TIMEOUT`,
+2 s) for Redis, queueing included: a stalled Redis gets the webhook a 503
+in that time, not after the general 10 s socket timeout and its retries.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from redis.exceptions import RedisError
 from router.logs import Outage
 from router.metrics import Metrics
 from router.model import InboundMessage, new_id
-from router.store import Store
+from router.store import INGEST_TIMEOUT, Store
 
 log = structlog.get_logger("router.ingest")
 
@@ -49,11 +53,15 @@ class Ingestor:
         dedup_ttl: float,
         max_batch: int = 500,
         metrics: Metrics | None = None,
+        timeout: float = INGEST_TIMEOUT,
     ) -> None:
         self.store = store
         self.dedup_ttl = int(dedup_ttl)
         self.max_batch = max_batch
         self.metrics = metrics
+        self.timeout = timeout
+        # the store's short-timeout connections when it has them
+        self.redis = store.ingest_redis or store.redis
         # one line when Redis stops taking messages, one when it takes them again
         self.outage = Outage(log, "ingest_unavailable", "ingest_recovered")
         self._pending: list[tuple[InboundMessage, asyncio.Future[IngestResult]]] = []
@@ -84,18 +92,36 @@ class Ingestor:
             if isinstance(result, Exception):
                 raise result
             return result
-        fut: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[IngestResult] = loop.create_future()
         self._pending.append((message, fut))
         self._wakeup.set()
-        return await fut
+        timer = loop.call_later(self.timeout, self._expire, message, fut)
+        try:
+            return await fut
+        finally:
+            timer.cancel()
+
+    def _expire(self, message: InboundMessage, fut: asyncio.Future[IngestResult]) -> None:
+        """Redis did not answer in time: refuse the message. Not sent yet, it
+        never will be (the flusher skips it); in flight, it may still be
+        stored, and the source's retry is deduplicated."""
+        if fut.done():
+            return
+        fut.set_exception(StoreUnavailable(f"Redis did not answer within {self.timeout:g}s"))
+        if self.metrics is not None and any(f is fut for _, f in self._pending):
+            # (a message in flight is counted when its batch fails)
+            self.metrics.ingest_unavailable.labels(message.channel).inc()
 
     async def _run(self) -> None:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:
-                batch = self._pending[: self.max_batch]
+                batch = [(m, f) for m, f in self._pending[: self.max_batch] if not f.done()]
                 del self._pending[: self.max_batch]
+                if not batch:
+                    continue
                 try:
                     results = await self._write([m for m, _ in batch])
                 except StoreUnavailable as exc:
@@ -124,7 +150,9 @@ class Ingestor:
             for m in messages
         ]
         try:
-            r = await self.store.scripts.ingest(args=[self.dedup_ttl, orjson.dumps(items)])
+            r = await self.store.scripts.ingest(
+                args=[self.dedup_ttl, orjson.dumps(items)], client=self.redis
+            )
         except (RedisError, OSError) as exc:
             channels = sorted({m.channel for m in messages})
             if self.metrics is not None:

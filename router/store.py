@@ -7,6 +7,7 @@ Everything that reads or writes Redis goes through one Store.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -14,10 +15,11 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
-from redis.retry import Retry
 
 from router.config import Config
 from router.keys import BANDS, INGEST_GROUP, OUTBOX_GROUP, QUEUE_GROUP, SCHEMA_VERSION, Keys
@@ -25,23 +27,44 @@ from router.scripts import PUBLIC, Scripts
 
 MIN_REDIS = (6, 2)
 
+# How long the ingest path waits for Redis before it refuses a message (the
+# webhook gets 503, the source is not acknowledged and delivers again). A
+# healthy Redis answers an ingest batch in milliseconds; one that is stalled
+# (SIGSTOP, a hung disk, a swapping host) must not hold webhooks for the 10 s
+# of the general socket timeout, which is long because routing workers block
+# on XREADGROUP.
+INGEST_TIMEOUT = 2.0
+
 
 class SchemaMismatch(RuntimeError):
     """Redis holds data written under another schema version or partitioning."""
 
 
-def connect(cfg: Config, *, max_connections: int = 64) -> aioredis.Redis:
-    """A redis-py asyncio client for the configured URL (or the embedded socket)."""
+def connect(
+    cfg: Config, *, max_connections: int = 64, socket_timeout: float | None = None
+) -> aioredis.Redis:
+    """A redis-py asyncio client for the configured URL (or the embedded socket).
+
+    ``socket_timeout`` (the ingest path's short one) defaults to a long one
+    that outlasts the routing workers' blocking reads. A lost connection (a
+    restarted Redis) is retried at once, twice; a timeout is not: the command
+    may have run, and a second try would only wait as long again."""
     password = cfg.redis.password.value if cfg.redis.password else None
-    kwargs = dict(
+    # Few, fast retries: a caller that cannot store must hear about it
+    # quickly (HTTP 503) rather than hang. (The asyncio Retry: the synchronous
+    # one, given to an asyncio client, never retries anything.)
+    retry = AsyncRetry(
+        ExponentialWithJitterBackoff(base=0.05, cap=0.5),
+        retries=2,
+        supported_errors=(RedisConnectionError,),
+    )
+    kwargs: dict[str, Any] = dict(
         decode_responses=True,
-        socket_connect_timeout=cfg.redis.connect_timeout,
-        socket_timeout=max(10.0, cfg.workers.block + 5),
+        socket_connect_timeout=min(cfg.redis.connect_timeout, socket_timeout or math.inf),
+        socket_timeout=socket_timeout or max(10.0, cfg.workers.block + 5),
         health_check_interval=30,
         max_connections=max_connections,
-        # Few, fast retries: a caller that cannot store must hear about it
-        # quickly (HTTP 503) rather than hang.
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2),
+        retry=retry,
     )
     if password:
         kwargs["password"] = password
@@ -77,19 +100,27 @@ class Store:
     keys: Keys
     scripts: Scripts
     partitions: int
+    # the ingest path's own connections, with a short timeout (INGEST_TIMEOUT)
+    ingest_redis: aioredis.Redis | None = None
 
     @classmethod
     def open(cls, cfg: Config, client: aioredis.Redis | None = None) -> Store:
-        client = client or connect(cfg)
+        ingest_client = None
+        if client is None:
+            client = connect(cfg)
+            ingest_client = connect(cfg, max_connections=8, socket_timeout=INGEST_TIMEOUT)
         return cls(
             redis=client,
             keys=Keys(cfg.redis.prefix),
             scripts=Scripts.register(client),
             partitions=cfg.ingest.partitions,
+            ingest_redis=ingest_client,
         )
 
     async def close(self) -> None:
         await self.redis.aclose()
+        if self.ingest_redis is not None:
+            await self.ingest_redis.aclose()
 
     async def check_server(self) -> str:
         """Refuse a Redis older than 6.2; return its version."""
