@@ -186,20 +186,31 @@ async def test_permanent_refusal_is_not_retried(
     assert "callback answered 422" in d["last_error"]
 
 
-async def test_dead_letter_replayed_once_the_channel_is_configured(
+async def test_dead_letter_replayed_once_the_channel_is_fixed(
     store: Store, cfg: Config, config_path: Path, callback: Callback
 ) -> None:
     conv = await conversation(store)
-    async with Running(store, cfg) as run:  # no callback configured yet
+    callback.statuses = [404]  # the receiving end is not deployed yet
+    async with Running(store, with_callback(cfg, callback.port, config_path)):
         oid = await AgentClient(store).reply(conv, "hello")
         d = await wait_status(store, oid, "failed")
-        assert "channels.api.callback is not configured" in d["last_error"]
-        run.holder["cfg"] = with_callback(cfg, callback.port, config_path)  # admin fixes it
-        (dl,) = await list_dead_letters(store)
+        assert "callback answered 404" in d["last_error"]
+        (dl,) = await list_dead_letters(store)  # the admin deploys it, then replays
         ((_, new_entry, note),) = await replay(store, [dl.id])
         assert note == "replayed" and new_entry
         await wait_status(store, oid, "sent")
-    assert len(callback.requests) == 1
+    assert len(callback.requests) == 2
+    assert await list_dead_letters(store) == []
+
+
+async def test_without_a_callback_replies_are_kept_to_be_read(store: Store, cfg: Config) -> None:
+    """No channels.api.callback: the reply is sent into its delivery record, for
+    GET /v1/conversations/{id}/replies (tests/test_api_replies.py), not dead-lettered."""
+    conv = await conversation(store)
+    async with Running(store, cfg):
+        oid = await AgentClient(store).reply(conv, "hello")
+        d = await wait_status(store, oid, "sent")
+    assert d["text"] == "hello"
     assert await list_dead_letters(store) == []
 
 
