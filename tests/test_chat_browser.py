@@ -1,7 +1,7 @@
 """The chat widget in a real browser (headless Chromium driven by Playwright):
 open the demo page, send a message, see it in the agent queue, answer with
-`router reply`, see the answer appear in the page. A screenshot is saved to
-test-artifacts/."""
+`router reply`, see the answer appear in the page, reload the page and see
+the whole conversation drawn again. A screenshot is saved to test-artifacts/."""
 
 from __future__ import annotations
 
@@ -77,6 +77,18 @@ async def test_widget_in_a_real_browser(tmp_path: Path, redis_server: RedisServe
             )
             assert out.returncode == 0, out.stderr
             await log.get_by_text("Olá! Seu pedido sai hoje.").wait_for(timeout=15000)
+            # a reload (issue 13): the conversation is drawn again, each message once,
+            # in order: the question, the acknowledgement, the answer
+            await page.reload()
+            await page.get_by_role("button", name="Chat with us").click()
+            log = page.get_by_role("log", name="Conversation")
+            await log.get_by_text("Olá! Seu pedido sai hoje.").wait_for(timeout=15000)
+            bubbles = await log.locator(".rc-msg").all_inner_texts()
+            assert len(bubbles) == 3, bubbles
+            assert bubbles[0].startswith("Olá, meu pedido 1234")
+            assert "GMT-03:00" in bubbles[1]
+            assert bubbles[2] == "Olá! Seu pedido sai hoje."
+            assert await log.locator(".rc-me").count() == 1
             await page.screenshot(path=str(shots / "chat-widget.png"))
             # keyboard: Escape closes the panel and gives focus back to the button
             await page.keyboard.press("Escape")

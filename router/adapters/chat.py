@@ -67,6 +67,8 @@ MAX_EMAIL_CHARS = 254
 # how long the e-mail frame waits for its note to be routed (the code e-mail
 # belongs to the visitor's conversation, which routing may only now create)
 CODE_MAIL_WAIT = 10.0
+# most events one resume sends (the page's redraw after a reload included)
+RESUME_MAX = 200
 
 
 def sign_visitor(secret: str, visitor: str) -> str:
@@ -121,19 +123,26 @@ class ChatHub:
     def online_key(self, visitor: str) -> str:
         return f"{self.prefix}chat:{{{visitor}}}:online"
 
-    async def push(self, visitor: str, event: dict[str, Any], keep: int, ttl: float) -> str:
+    async def push(
+        self, visitor: str, event: dict[str, Any], keep: int, ttl: float, publish: bool = True
+    ) -> str:
         key = self.events_key(visitor)
         pipe = self.redis.pipeline(transaction=True)
         pipe.xadd(key, {"e": orjson.dumps(event)}, maxlen=keep, approximate=True)
         pipe.expire(key, int(ttl))
         event_id = (await pipe.execute())[0]
-        await self.redis.publish(self.channel, orjson.dumps({"v": visitor, "id": event_id}))
+        if publish:
+            await self.redis.publish(self.channel, orjson.dumps({"v": visitor, "id": event_id}))
         return str(event_id)
 
     async def since(self, visitor: str, last: str | None) -> list[tuple[str, dict[str, Any]]]:
+        """The events after ``last`` (all kept ones without it), at most the
+        latest ``RESUME_MAX``: one resume costs a bounded amount of traffic."""
         start = f"({last}" if last else "-"
-        rows = await self.redis.xrange(self.events_key(visitor), min=start)
-        return [(i, orjson.loads(f["e"])) for i, f in rows]
+        rows = await self.redis.xrevrange(
+            self.events_key(visitor), max="+", min=start, count=RESUME_MAX
+        )
+        return [(i, orjson.loads(f["e"])) for i, f in reversed(rows)]
 
     async def listen(self) -> None:
         """Deliver pushed events to the sockets here, resubscribing after any failure
@@ -357,7 +366,9 @@ class Session:
         )
         last = frame.get("last_seen")
         last = last if isinstance(last, str) and re.fullmatch(r"\d+-\d+", last) else None
-        if token:  # resume: everything pushed after what the widget saw
+        # resume: what was pushed after what the widget saw; without
+        # last_seen (a reloaded page) the kept conversation, to redraw it
+        if token:
             for event_id, event in await self.adapter.hub.since(visitor, last):
                 await self.ws.send_str(_event_frame(event_id, event))
 
@@ -402,6 +413,15 @@ class Session:
         except StoreUnavailable:
             await self.error("unavailable", "could not store your message; please send it again")
             return
+        if not result.duplicate:
+            # the visitor's own side of the conversation is kept beside the
+            # replies (not pushed live: this socket has it), so a reloaded
+            # page can draw both
+            event = {"from": "visitor", "id": client_id, "text": text, "at": time.time()}
+            with contextlib.suppress(RedisError, OSError):
+                await self.adapter.hub.push(
+                    self.visitor, event, chat.history, chat.history_ttl, publish=False
+                )
         await self.ws.send_str(
             orjson.dumps(
                 {

@@ -5,10 +5,13 @@
  *           data-title="Chat with us"></script>
  *
  * It talks to wss://<the script's host>/chat/ws (JSON protocol in
- * docs/chat-protocol.md), keeps the visitor's signed token and the last event
- * seen in localStorage so a reload or a network blink resumes the chat, and
- * re-sends messages the server has not acknowledged yet (they carry their own
- * id, so a re-send is never a duplicate).
+ * docs/chat-protocol.md) and keeps the visitor's signed token in localStorage.
+ * After a reload the server sends the conversation it keeps (the visitor's
+ * messages and the replies) and the widget draws it again; after a network
+ * blink it asks only for what came after the last event seen. Messages the
+ * server has not acknowledged yet are kept and re-sent (they carry their own
+ * id, so a re-send is never a duplicate). An e-mail address the visitor
+ * gives is confirmed with the code the server e-mails to it.
  * Licence: GPL-3.0-or-later.
  */
 (function () {
@@ -27,8 +30,9 @@
   function save(state) {
     try { store.setItem(KEY, JSON.stringify(state)); } catch (e) { /* private mode */ }
   }
-  var state = load();             // {token, last, pending: [{id, text}]}
+  var state = load();             // {token, pending: [{id, text}]}
   state.pending = state.pending || [];
+  delete state.last;              // (older versions resumed from it across reloads)
 
   var css = [
     ".rc-button{position:fixed;right:20px;bottom:20px;z-index:2147483000;",
@@ -108,14 +112,17 @@
   document.body.appendChild(panel);
 
   var shown = {};   // event ids already on screen
-  function show(text, who, id) {
+  function show(text, who, id, pending) {
     if (id && shown[id]) { return null; }
     if (id) { shown[id] = true; }
-    var node = el("div", {"class": "rc-msg rc-" + who}, text);
-    log.appendChild(node);
+    var node = el("div", {"class": "rc-msg rc-" + who + (pending ? " rc-pending" : "")}, text);
+    // messages not stored yet stay last, below the conversation being redrawn
+    log.insertBefore(node, pending ? null : log.querySelector(".rc-pending"));
     log.scrollTop = log.scrollHeight;
     return node;
   }
+  var bubbles = {};  // the visitor's messages on screen, by client id
+  state.pending.forEach(function (m) { bubbles[m.id] = show(m.text, "me", null, true); });
   function open(yes) {
     panel.hidden = !yes;
     button.setAttribute("aria-expanded", String(yes));
@@ -128,7 +135,8 @@
     if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); form.requestSubmit(); }
   });
 
-  var ws = null, retry = 0, bubbles = {};
+  var ws = null, retry = 0;
+  var lastSeen = null;  // last event on screen; null after a reload: redraw it all
   function connect() {
     if (ws && (ws.readyState === 0 || ws.readyState === 1)) { return; }
     status.textContent = "Connecting\u2026";
@@ -137,7 +145,7 @@
       retry = 0;
       var tz = "";
       try { tz = Intl.DateTimeFormat().resolvedOptions().timeZone; } catch (e) { /* old */ }
-      ws.send(JSON.stringify({type: "hello", token: state.token, last_seen: state.last,
+      ws.send(JSON.stringify({type: "hello", token: state.token, last_seen: lastSeen,
                               timezone: tz, locale: navigator.language, page: location.href}));
     };
     ws.onmessage = function (e) {
@@ -153,15 +161,27 @@
         save(state);
         if (bubbles[f.id]) { bubbles[f.id].classList.remove("rc-pending"); }
       } else if (f.type === "message") {
-        show(f.text, f.from === "agent" ? "agent" : "system", f.event);
-        state.last = f.event;
-        save(state);
+        lastSeen = f.event;
+        if (f.from === "visitor" && f.id && bubbles[f.id]) {
+          shown[f.event] = true;      // sent from this page: already on screen
+        } else if (f.from === "visitor") {
+          bubbles[f.id] = show(f.text, "me", f.event);
+        } else {
+          show(f.text, f.from === "agent" ? "agent" : "system", f.event);
+        }
       } else if (f.type === "email_ok") {
-        emailLabel.textContent = "We will answer at " + f.email + ".";
         email.value = "";
+        if (f.code_sent) {
+          emailMode("code", "We e-mailed a code to " + f.email + ". Type it here:");
+        } else {
+          emailLabel.textContent = "Noted: " + f.email + ".";
+        }
+      } else if (f.type === "email_verified") {
+        emailMode("done", "Thank you: we will answer at " + f.email + ".");
       } else if (f.type === "error") {
         status.textContent = f.message;
-        if (f.code === "bad_token") { state.token = null; state.last = null; save(state); }
+        if (f.code === "bad_token") { state.token = null; lastSeen = null; save(state); }
+        if (f.code === "no_code") { emailMode("email", "Your e-mail address:"); }
       }
     };
     ws.onclose = function () {
@@ -179,8 +199,7 @@
     var id = Date.now().toString(36) + Math.random().toString(36).slice(2, 8);
     state.pending.push({id: id, text: text});
     save(state);
-    bubbles[id] = show(text, "me");
-    bubbles[id].classList.add("rc-pending");
+    bubbles[id] = show(text, "me", null, true);
     input.value = "";
     if (ws && ws.readyState === 1) {
       ws.send(JSON.stringify({type: "message", id: id, text: text}));
@@ -188,11 +207,23 @@
       connect();
     }
   });
+  var asking = "email";   // what the small form asks for: email, code, or done
+  function emailMode(mode, text) {
+    asking = mode;
+    emailLabel.textContent = text;
+    email.value = "";
+    email.hidden = emailSend.hidden = mode === "done";
+    email.setAttribute("type", mode === "code" ? "text" : "email");
+    email.setAttribute("inputmode", mode === "code" ? "numeric" : "email");
+    email.setAttribute("autocomplete", mode === "code" ? "one-time-code" : "email");
+    email.setAttribute("placeholder", mode === "code" ? "123456" : "you@example.com");
+    if (mode === "code") { email.focus(); }
+  }
   emailForm.addEventListener("submit", function (e) {
     e.preventDefault();
-    if (email.value && ws && ws.readyState === 1) {
-      ws.send(JSON.stringify({type: "email", email: email.value}));
-    }
+    if (!email.value || !ws || ws.readyState !== 1) { return; }
+    ws.send(JSON.stringify(asking === "code" ? {type: "verify", code: email.value.trim()}
+                                             : {type: "email", email: email.value}));
   });
   if (state.token) { connect(); }   // resume quietly: replies that came meanwhile
 })();
