@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -90,11 +91,20 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from router.explain import ExplainError, explain
+    from router.pipeline import clock_offset
 
     cfg = _config(args, secrets="none")
     raw = sys.stdin.buffer.read()
+    at = args.at
+    if at is None:  # decide on the daemon's routing clock
+        try:
+            offset = clock_offset()
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        if offset:
+            at = datetime.fromtimestamp(time.time() + offset, UTC).isoformat()
     try:
-        _print_json(explain(cfg, raw, args.at))
+        _print_json(explain(cfg, raw, at))
     except ExplainError as exc:
         raise CliError(str(exc)) from None
     return 0
@@ -374,6 +384,43 @@ async def _customer_forget(admin: Any, args: argparse.Namespace) -> Any:
     return {"forgotten": args.customer, "removed": await admin.forget(args.customer)}
 
 
+def cmd_customer_show(args: argparse.Namespace) -> int:
+    from router.profiles.admin import Admin, AdminError, format_customer
+
+    async def run(store: Any) -> int:
+        admin = Admin(store)
+        try:
+            profile = await admin.show(args.customer)
+        except AdminError as exc:
+            raise CliError(str(exc)) from None
+        if args.json:
+            _print_json(profile)
+            return 0
+        newest = sorted(profile["conversations"], key=lambda c: -float(c["created_at"]))[:5]
+        routing = {c["id"]: await admin.routing_of(c["id"]) for c in newest}
+        print(format_customer(profile, routing, shown=5))
+        return 0
+
+    return asyncio.run(_with_store(_config(args), run))
+
+
+def cmd_conversation_show(args: argparse.Namespace) -> int:
+    from router.profiles.admin import Admin, AdminError, format_conversation
+
+    async def run(store: Any) -> int:
+        try:
+            history = await Admin(store).conversation(args.conversation)
+        except AdminError as exc:
+            raise CliError(str(exc)) from None
+        if args.json:
+            _print_json(history)
+        else:
+            print(format_conversation(history))
+        return 0
+
+    return asyncio.run(_with_store(_config(args), run))
+
+
 async def _conversation_status(admin: Any, args: argparse.Namespace) -> Any:
     await admin.set_status(args.conversation, args.status, args.agent)
     return {"conversation": args.conversation, "status": args.status}
@@ -494,9 +541,14 @@ def build_parser() -> argparse.ArgumentParser:
         dest="customer_command", required=True, metavar="ACTION"
     )
     who = "customer id or identity (ana@example.com, +14155550100, x:12345)"
-    s = c.add_parser("show", parents=[common], help="a profile, its identities and conversations")
+    s = c.add_parser(
+        "show",
+        parents=[common],
+        help="a profile, its identities, and its conversations with their queue and why",
+    )
     s.add_argument("customer", help=who)
-    s.set_defaults(func=_admin_command(lambda a, args: a.show(args.customer)))
+    s.add_argument("--json", action="store_true", help="the stored fields as JSON")
+    s.set_defaults(func=cmd_customer_show)
     s = c.add_parser("set", parents=[common], help="set profile fields (empty value: remove)")
     s.add_argument("customer", help=who)
     s.add_argument("--tier", help="e.g. vip (rules can match on it)")
@@ -529,9 +581,14 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("conversation", help="conversations").add_subparsers(
         dest="conversation_command", required=True, metavar="ACTION"
     )
-    s = v.add_parser("show", parents=[common], help="a conversation's whole history")
+    s = v.add_parser(
+        "show",
+        parents=[common],
+        help="a conversation's whole history: routing reasons, replies and their delivery",
+    )
     s.add_argument("conversation")
-    s.set_defaults(func=_admin_command(lambda a, args: a.conversation(args.conversation)))
+    s.add_argument("--json", action="store_true", help="the stored records as JSON")
+    s.set_defaults(func=cmd_conversation_show)
     for status, text in (("resolve", "resolved"), ("wait", "waiting"), ("reopen", "open")):
         s = v.add_parser(status, parents=[common], help=f"mark a conversation {text}")
         s.add_argument("conversation")

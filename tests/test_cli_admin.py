@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from router.agent import AgentClient
 from router.config import load_config
 from router.ingest import Ingestor
 from router.metrics import Metrics
@@ -38,7 +40,7 @@ async def routed(config_path: Path, store: Store) -> dict:
 
 
 async def test_customer_commands(config_path: Path, routed: dict, tmp_path: Path) -> None:
-    out = cli(config_path, "customer", "show", "ana@example.com")
+    out = cli(config_path, "customer", "show", "ana@example.com", "--json")
     assert out.returncode == 0, out.stderr
     shown = json.loads(out.stdout)
     assert shown["id"] == routed["customer_id"] and shown["identities"] == ["email:ana@example.com"]
@@ -76,7 +78,7 @@ async def test_conversation_and_agent_commands(
     config_path: Path, routed: dict, store: Store
 ) -> None:
     conv = routed["conversation_id"]
-    out = cli(config_path, "conversation", "show", conv)
+    out = cli(config_path, "conversation", "show", conv, "--json")
     assert out.returncode == 0, out.stderr
     history = json.loads(out.stdout)
     assert history["subject"] == "Order 77"
@@ -92,3 +94,48 @@ async def test_conversation_and_agent_commands(
     assert 0 < await store.redis.ttl(store.keys.presence("bob")) <= 30
     cli(config_path, "agent", "offline", "bob")
     assert not await store.redis.exists(store.keys.presence("bob"))
+
+
+# A stored Unix time (seconds, often with milliseconds) leaking into a view.
+EPOCH = re.compile(r"\b1\d{9}(\.\d+)?\b")
+INDIA = {"TZ": "Asia/Kolkata"}  # the viewer's zone: +05:30 all year, no DST
+
+
+async def test_customer_show_reads_as_text(config_path: Path, routed: dict) -> None:
+    out = cli(config_path, "customer", "show", "ana@example.com", env=INDIA)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert text.startswith(f"customer {routed['customer_id']}")
+    assert "identities  email:ana@example.com" in text
+    assert re.search(r"first seen  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\+05:30", text), text
+    # the conversation names its queue, how to claim it, and why it is there
+    assert f"  {routed['conversation_id']}  open, email, 1 message, last activity " in text
+    queue = routed["queue"]
+    assert f"    queue {queue}  (claim it: router queue pull {queue} --agent NAME)" in text
+    why = text.split("    why:\n", 1)[1].splitlines()
+    reasons = json.loads(routed["decision"])["reasons"]
+    assert reasons and why[: len(reasons)] == [f"      - {r}" for r in reasons]
+    assert not EPOCH.search(text) and '{"' not in text, text
+
+
+async def test_conversation_show_reads_as_text(
+    config_path: Path, routed: dict, store: Store
+) -> None:
+    conv = routed["conversation_id"]
+    oid = await AgentClient(store).reply(conv, "It left the warehouse today.", agent="bob")
+    out = cli(config_path, "conversation", "show", conv, env=INDIA)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert text.startswith(f"conversation {conv}  open\n")
+    assert "  subject       Order 77" in text
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\+05:30"
+    assert re.search(rf"^  {stamp}  in  email  from email:ana@example.com  ", text, re.M), text
+    assert "      Where is my order?" in text
+    # the routing decision: where, then each reason on its own line
+    assert f"    routed to {routed['queue']} (priority normal" in text
+    for reason in json.loads(routed["decision"])["reasons"]:
+        assert f"\n      - {reason}\n" in text + "\n"
+    # the reply with its delivery state (no outbox runs here: still queued)
+    assert re.search(rf"^  {stamp}  out email  reply by bob  {oid}  queued$", text, re.M), text
+    assert "      It left the warehouse today." in text
+    assert not EPOCH.search(text) and '{"' not in text, text

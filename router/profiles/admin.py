@@ -11,6 +11,7 @@ import csv
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,22 @@ class Admin:
             "identities": sorted(await self.redis.smembers(k.customer_identities(cid))),
             "channels": sorted(await self.redis.smembers(k.customer_channels(cid))),
             "conversations": conversations,
+        }
+
+    async def routing_of(self, conversation_id: str) -> dict[str, Any]:
+        """Where a conversation waits and why: its queue and owner, and the
+        routing decision on its last message (``{}`` if it has expired)."""
+        k = self.keys
+        conv = await self.redis.hgetall(k.conversation(conversation_id))
+        if not conv:
+            return {}
+        raw = None
+        if conv.get("last_message_id"):
+            raw = await self.redis.hget(k.message(conv["last_message_id"]), "decision")
+        return {
+            "queue": conv.get("queue"),
+            "owner": conv.get("owner"),
+            "decision": orjson.loads(raw) if raw else None,
         }
 
     # -- changing ----------------------------------------------------------------
@@ -346,6 +363,139 @@ class Admin:
         pipe.hset(ck, mapping={**keep, "forgotten_at": f"{time.time():.3f}"})
         await pipe.execute()
         return removed
+
+
+# -- reading for people: `router customer show` / `conversation show` -----------
+
+
+def local_time(ts: str | float | None) -> str:
+    """A stored Unix time in the viewer's time zone: ``2026-11-30 09:00:00+01:00``."""
+    if ts is None or ts == "":
+        return "-"
+    return datetime.fromtimestamp(float(ts)).astimezone().isoformat(" ", "seconds")
+
+
+def _count(n: int | str | None, what: str) -> str:
+    n = int(n or 0)
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
+def _decision_lines(decision: dict[str, Any] | None, indent: str) -> list[str]:
+    """A routing decision as lines: where, when due, then its reasons one a line."""
+    if not decision:
+        return [f"{indent}(no routing decision recorded)"]
+    where = f"routed to {decision.get('queue')}"
+    details = [f"priority {decision.get('priority')}"]
+    if decision.get("rule"):
+        details.append(f"rule {decision['rule']}")
+    if decision.get("team"):
+        details.append(f"team {decision['team']} {'open' if decision.get('open') else 'closed'}")
+    lines = [f"{indent}{where} ({', '.join(details)})"]
+    if decision.get("due_at"):
+        lines.append(f"{indent}first reply due {local_time(decision['due_at'])}")
+    lines.append(f"{indent}why:")
+    lines += [f"{indent}  - {reason}" for reason in decision.get("reasons") or []]
+    return lines
+
+
+def format_customer(
+    profile: dict[str, Any], routing: dict[str, dict[str, Any]], shown: int = 5
+) -> str:
+    """``Admin.show`` (plus ``routing_of`` of its newest conversations) for a terminal."""
+    if profile.get("forgotten_at"):
+        return f"customer {profile.get('id')}: forgotten on {local_time(profile['forgotten_at'])}"
+    zone = profile.get("timezone") or "-"
+    if profile.get("timezone") and profile.get("timezone_source"):
+        zone += f" (from {profile['timezone_source']})"
+    language = profile.get("language") or "-"
+    if profile.get("language_preference"):
+        language += f" (prefers {profile['language_preference']})"
+    rows = [
+        ("identities", ", ".join(profile.get("identities") or []) or "-"),
+        ("channels", ", ".join(profile.get("channels") or []) or "-"),
+        ("language", language),
+        ("time zone", zone),
+        ("country", profile.get("country") or "-"),
+        ("tier", profile.get("tier") or "-"),
+        ("first seen", local_time(profile.get("created_at"))),
+        ("last seen", local_time(profile.get("last_seen"))),
+        (
+            "messages",
+            f"{_count(profile.get('message_count'), 'message')} in "
+            f"{_count(profile.get('conversation_count'), 'conversation')}",
+        ),
+    ]
+    rows += [
+        (name.replace("_", " "), profile[name])
+        for name in sorted(profile)
+        if name.startswith("consent_") and not name.endswith("_at")
+    ]
+    name = profile.get("display_name")
+    lines = [f"customer {profile.get('id')}" + (f"  {name}" if name else "")]
+    lines += [f"  {label:<12}{value}" for label, value in rows]
+    conversations = sorted(
+        profile.get("conversations") or [], key=lambda c: float(c["created_at"]), reverse=True
+    )
+    lines += ["", "conversations, newest first:" if conversations else "no conversations"]
+    for c in conversations[:shown]:
+        lines.append(
+            f"  {c['id']}  {c['status']}, {c.get('channel') or '-'}, "
+            f"{_count(c.get('messages'), 'message')}, "
+            f"last activity {local_time(c.get('last_activity'))}"
+        )
+        r = routing.get(c["id"]) or {}
+        if r.get("queue"):
+            owner = f", owned by {r['owner']}" if r.get("owner") else ""
+            lines.append(
+                f"    queue {r['queue']}{owner}  "
+                f"(claim it: router queue pull {r['queue']} --agent NAME)"
+            )
+            lines += _decision_lines(r.get("decision"), "    ")
+    if len(conversations) > shown:
+        lines.append(f"  ... and {len(conversations) - shown} older (--json lists them all)")
+    return "\n".join(lines)
+
+
+def format_conversation(history: dict[str, Any]) -> str:
+    """``Admin.conversation`` for a terminal: the state, then the timeline with
+    each message's routing reasons and each reply's delivery state."""
+    rows = [
+        ("customer", history.get("customer_id") or "-"),
+        ("channel", history.get("channel") or "-"),
+        ("replies to", history.get("reply_to") or "-"),
+        ("language", history.get("language") or "-"),
+        ("queue", history.get("queue") or "-"),
+        ("owner", history.get("owner") or "-"),
+        ("subject", history.get("subject") or "-"),
+        ("created", local_time(history.get("created_at"))),
+        ("last activity", local_time(history.get("last_activity"))),
+    ]
+    lines = [f"conversation {history.get('id')}  {history.get('status', '-')}"]
+    lines += [f"  {label:<14}{value}" for label, value in rows]
+    lines += ["", "timeline:"]
+    for item in history.get("timeline") or []:
+        when = local_time(item.get("at"))
+        if item.get("direction") == "in":
+            m = item.get("message") or {}
+            sender = m.get("sender") or "-"
+            lines.append(f"  {when}  in  {item.get('channel')}  from {sender}  {m.get('id', '')}")
+            lines += [f"      {line}" for line in (m.get("text") or "(no text)").splitlines()]
+            raw = m.get("decision")
+            lines += _decision_lines(orjson.loads(raw) if raw else None, "    ")
+        else:
+            d = item.get("delivery") or {}
+            who = f"by {item['agent']}" if item.get("agent") else "automatic"
+            state = d.get("status", "(expired)")
+            if d.get("attempts") and int(d["attempts"]) > 1:
+                state += f" after {d['attempts']} attempts"
+            lines.append(
+                f"  {when}  out {item.get('channel')}  {d.get('kind', 'reply')} {who}  "
+                f"{item.get('outbox_id', '')}  {state}"
+            )
+            lines += [f"      {line}" for line in (d.get("text") or "").splitlines()]
+            if d.get("last_error"):
+                lines.append(f"    error: {d['last_error']}")
+    return "\n".join(lines)
 
 
 def _mentions(payload: str, ids: Iterable[str], values: Iterable[str]) -> bool:
