@@ -15,6 +15,14 @@ their conversation without reopening or re-prioritising it. Every failure
 jitter; a message that cannot be parsed is dead-lettered by the daemon with
 the reason, and the rest flows on.
 
+Mail is parsed in worker processes (:class:`MailParser`), never on the event
+loop: the standard library's parser is pure Python, and one hostile message
+(20,000 tiny MIME parts) held the loop, and the GIL, for seconds. The pool
+belongs to the adapter: started with it, stopped (its processes killed) with
+it. A message over the structure bounds of :func:`router.mail.check_structure`,
+or whose parse outlasts ``PARSE_TIMEOUT`` or kills its worker, is dead-lettered
+with that reason.
+
 aioimaplib has no STARTTLS: the command is sent on the plain connection and
 the transport upgraded with ``loop.start_tls``, then capabilities are asked
 again (what the server advertised before TLS cannot be trusted).
@@ -24,11 +32,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
+import os
 import random
 import re
+import signal
 import ssl
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import aioimaplib
@@ -43,6 +56,8 @@ log = structlog.get_logger("router.imap")
 
 FETCH_CHUNK = 25
 IDLE_RENEW = 25 * 60.0  # RFC 2177: re-issue IDLE within 29 minutes
+PARSE_WORKERS = 2  # processes; real mail parses in milliseconds, the bounded worst in ~0.5 s
+PARSE_TIMEOUT = 60.0  # seconds of one parse before its worker is killed
 
 
 class ImapFailure(Exception):
@@ -138,6 +153,111 @@ def to_message(parsed: ParsedMail, source_id: str, account: str, folder: str) ->
         ],
         meta=meta,
     )
+
+
+def _worker_init() -> None:
+    # Ctrl-C in a terminal reaches the whole process group: the daemon decides
+    # when its workers stop, not the signal.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _warm_up() -> int:
+    return os.getpid()
+
+
+class MailParser:
+    """:func:`router.mail.parse` in worker processes, so no message stalls the loop.
+
+    Processes, not threads: the parser is pure Python and would hold the GIL.
+    ``spawn``, not ``fork``: a fork of a running asyncio daemon copies its
+    threads' locks and sockets. The workers start once (about 0.2 s each, at
+    :meth:`start`) and live as long as the adapter. At most ``workers``
+    parses run at once, so the timeout counts parse time, not queueing.
+    """
+
+    def __init__(self, workers: int = PARSE_WORKERS, timeout: float = PARSE_TIMEOUT) -> None:
+        self.workers = max(1, min(workers, os.cpu_count() or 1))
+        self.timeout = timeout
+        self._pool: ProcessPoolExecutor | None = None
+        self._slots = asyncio.Semaphore(self.workers)
+        self._retry = asyncio.Lock()  # retries after a broken pool run one at a time
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_init,
+        )
+
+    async def start(self) -> None:
+        """Start the workers now, so the first mail does not pay for it."""
+        self._pool = self._new_pool()
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(loop.run_in_executor(self._pool, _warm_up) for _ in range(self.workers))
+        )
+
+    async def parse(self, raw: bytes) -> ParsedMail:
+        """The parsed mail; MailError (the dead-letter reason) when it cannot be had."""
+        try:
+            return await self._run(raw)
+        except BrokenProcessPool:
+            pass  # a worker died: maybe this message's doing, maybe another's
+        async with self._retry:
+            try:
+                return await self._run(raw)
+            except BrokenProcessPool:
+                raise MailError("the parser process died on this message") from None
+
+    async def _run(self, raw: bytes) -> ParsedMail:
+        async with self._slots:
+            if self._pool is None:
+                self._pool = self._new_pool()
+            pool = self._pool
+            future = asyncio.get_running_loop().run_in_executor(pool, parse, raw)
+            try:
+                return await asyncio.wait_for(future, self.timeout)
+            except TimeoutError:
+                self._discard(pool)
+                raise MailError(
+                    f"parsing took over {self.timeout:g} s; the parser process was stopped"
+                ) from None
+            except BrokenProcessPool:
+                self._discard(pool)
+                raise
+
+    def _discard(self, pool: ProcessPoolExecutor) -> None:
+        """Kill a pool's workers (a stuck or dead one cannot be reused); the next parse
+        starts a new pool."""
+        if self._pool is pool:
+            self._pool = None
+        processes = list(getattr(pool, "_processes", None) or {})
+        pool.shutdown(wait=False, cancel_futures=True)
+        for pid in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    async def stop(self) -> None:
+        """Stop the workers: a parse in flight is abandoned (the mail stays unmarked
+        on the server and is fetched again)."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        processes = dict(getattr(pool, "_processes", None) or {})
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes.values():
+            with contextlib.suppress(Exception):
+                process.terminate()
+
+        def join() -> None:
+            deadline = time.monotonic() + 2.0
+            for process in processes.values():
+                process.join(max(0.0, deadline - time.monotonic()))
+                if process.is_alive():
+                    process.kill()
+                    process.join(1.0)
+
+        await asyncio.to_thread(join)
 
 
 class FolderWatcher:
@@ -273,7 +393,7 @@ class FolderWatcher:
         try:
             if len(raw) > limit:
                 raise MailError(f"message of {len(raw)} bytes is over the limit of {limit}")
-            parsed = parse(raw)
+            parsed = await self.adapter.parser.parse(raw)
             if parsed.sender is None:
                 raise MailError("no usable From address")
         except MailError as exc:
@@ -377,11 +497,13 @@ class ImapAdapter:
             for f in a.folders
         ]
         self.tasks: list[asyncio.Task[None]] = []
+        self.parser = MailParser()
 
     def routes(self) -> list[Any]:
         return []
 
     async def start(self) -> None:
+        await self.parser.start()
         self.tasks = [
             asyncio.create_task(w.run(), name=f"imap-{w.account_name}-{w.folder}")
             for w in self.watchers
@@ -391,6 +513,7 @@ class ImapAdapter:
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.parser.stop()
 
     def ready(self) -> tuple[bool, str]:
         down = [
