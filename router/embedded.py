@@ -149,9 +149,6 @@ class EmbeddedRedis:
 
         self.directory.mkdir(parents=True, exist_ok=True)
         await self._wait_for_previous(timeout)
-        # No longer written; an old one would only mislead (its lines are in the journal).
-        with contextlib.suppress(OSError):
-            (self.directory / "redis.log").unlink()
         conf = self._write_config()
         self._tail.clear()
         process = self.process = subprocess.Popen(

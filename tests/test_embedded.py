@@ -65,8 +65,6 @@ async def post(http: aiohttp.ClientSession, daemon: DaemonProcess, body: dict) -
 
 def test_redis_logs_into_the_daemon_log_and_writes_no_file(tmp_path: Path) -> None:
     redis_dir = tmp_path / "state" / "redis"
-    redis_dir.mkdir(parents=True)
-    (redis_dir / "redis.log").write_text("left over by an older version\n")
     daemon = embedded_daemon(tmp_path)
     try:
         lines = daemon.events("embedded_redis_log")
