@@ -337,3 +337,80 @@ async def test_a_visitor_who_left_gets_the_transcript_at_their_proven_address(
     finally:
         daemon.stop()
         smtp.stop()
+
+
+def test_a_token_with_non_ascii_characters_is_refused_not_a_crash() -> None:
+    visitor = "v_" + "a" * 24
+    genuine = sign_visitor(SECRET, visitor)
+    assert verify_token(SECRET, genuine[:-2] + "é€") is None
+    assert verify_token(SECRET, f"{visitor}\n.{genuine.rpartition('.')[2]}") is None
+
+
+async def open_sockets(http: aiohttp.ClientSession, daemon: DaemonProcess) -> float:
+    async with http.get(f"{daemon.url}/metrics") as resp:
+        text = await resp.text()
+    found = re.search(r'^router_adapter_state\{[^}]*"open_sockets"[^}]*\} (\S+)$', text, re.M)
+    assert found, "no open_sockets gauge on /metrics"
+    return float(found.group(1))
+
+
+async def test_frames_outside_the_message_rate_are_bounded_too(
+    chat: DaemonProcess, redis_server: RedisServer
+) -> None:
+    """Issue 14 item 5: e-mail frames, hello loops, resumes, long addresses,
+    non-ASCII tokens."""
+    r = redis_server.client()
+    async with aiohttp.ClientSession() as http:
+        # a hello loop on one socket: one visitor, one presence key, the rest refused
+        v, welcome = await connect(http, chat)
+        for _ in range(50):
+            await v.send(type="hello")
+        errors = [await v.recv("error") for _ in range(50)]
+        assert {e["code"] for e in errors} == {"hello_once"}
+        assert len(r.keys("router:chat:*:online")) == 1
+        assert await open_sockets(http, chat) == 1
+        # e-mail frames take from the connection's rate, like messages
+        for i in range(40):
+            await v.send(type="email", email=f"someone{i}@example.com")
+        answers = [await v.recv() for _ in range(40)]
+        accepted = [a for a in answers if a["type"] == "email_ok"]
+        assert len(accepted) <= 6  # the burst (5), and what refilled meanwhile
+        assert [a["code"] for a in answers if a["type"] == "error"] == ["slow_down"] * (
+            40 - len(accepted)
+        )
+        notes = await until(
+            lambda: (
+                (n := len(entries(r, "general")) + len(entries(r, "support-en"))) >= len(accepted)
+                and n
+            ),
+            what="the notes routed",
+        )
+        await asyncio.sleep(0.5)
+        assert len(entries(r, "general")) + len(entries(r, "support-en")) == notes == len(accepted)
+        # an address is at most 254 characters
+        await asyncio.sleep(1.1)
+        await v.send(type="email", email="a" * 250 + "@example.com")
+        assert (await v.recv("error"))["code"] == "bad_email"
+        await v.ws.close()
+        # a resume sends at most the latest 200 events, once per socket
+        key = f"router:chat:{{{welcome['visitor']}}}:events"
+        for i in range(300):
+            r.xadd(key, {"e": json.dumps({"from": "agent", "text": f"reply {i}", "at": 0})})
+        v2, _ = await connect(http, chat, token=welcome["token"])
+        got = [(await v2.recv("message"))["text"] for _ in range(200)]
+        assert got == [f"reply {i}" for i in range(100, 300)]
+        await v2.send(type="hello", token=welcome["token"])
+        assert (await v2.recv())["code"] == "hello_once"
+        # a token with non-ASCII characters is a bad token, not a crash
+        ws = await http.ws_connect(f"{chat.url}/chat/ws", headers={"Origin": ORIGIN})
+        await ws.send_str(json.dumps({"type": "hello", "token": welcome["token"] + "é"}))
+        assert json.loads((await ws.receive()).data)["code"] == "bad_token"
+        assert (await ws.receive()).data == 4401
+        await v2.ws.close()
+        # every socket closed: none counted open
+        for _ in range(40):
+            if await open_sockets(http, chat) == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await open_sockets(http, chat) == 0
+    assert "Traceback" not in chat.log()

@@ -22,7 +22,7 @@ import pytest
 import redis as redis_sync
 from aiohttp import web
 
-from router.profiles.claims import MAX_ATTEMPTS
+from router.profiles.claims import CODES_PER_ADDRESS, MAX_ATTEMPTS
 from tests.mail_servers import SmtpInbox
 from tests.support import API_TOKEN, DaemonProcess, RedisServer, cli, free_port
 from tests.test_chat import Visitor, chat_config, connect, entries, start, until
@@ -237,3 +237,31 @@ async def test_the_code_proves_the_address_and_only_then_profiles_merge(world: W
         assert not [f for f in heard if SECRET_REPLY in json.dumps(f)]
         await chat.ws.close()
         await mallory.ws.close()
+
+
+async def test_codes_are_rationed_per_visitor_and_per_address(world: World) -> None:
+    w = world
+    async with aiohttp.ClientSession() as http:
+        first, welcome = await connect(http, w.daemon)
+        await first.send(type="email", email=ANA)
+        assert (await first.recv("email_ok"))["code_sent"] is True
+        # the same visitor again at once: wait RESEND_AFTER
+        await first.send(type="email", email="other@example.com")
+        assert (await first.recv("error"))["code"] == "slow_down"
+        # many visitors, one address: CODES_PER_ADDRESS an hour, whoever asks
+        for n in range(1, CODES_PER_ADDRESS + 1):
+            v, _ = await connect(http, w.daemon)
+            await v.send(type="email", email=ANA)
+            if n < CODES_PER_ADDRESS:
+                assert (await v.recv("email_ok"))["code_sent"] is True
+            else:
+                err = await v.recv("error")
+                assert err["code"] == "slow_down" and "hour" in err["message"]
+            await v.ws.close()
+        await codes_mailed(w, CODES_PER_ADDRESS)
+        await asyncio.sleep(0.5)
+        assert len(w.smtp.received) == CODES_PER_ADDRESS
+        # the refused second claim left the first one pending; no code is stored
+        claim = w.r.hgetall(f"router:chat:{{{welcome['visitor']}}}:claim")
+        assert claim["email"] == ANA and set(claim) == {"email", "mac", "expires_at", "attempts"}
+        await first.ws.close()
