@@ -4,9 +4,11 @@ The routing worker asks :func:`identify_many` for the customer behind each
 message, in one script call per batch. The script (``scripts.IDENTIFY``)
 finds the customer by any of the message's identities (the sender plus any
 verified identity the channel adds, such as the e-mail address a chat
-visitor typed), creates one on first contact, and merges two profiles when
-one message ties their identities together, atomically, so two messages of
-a new customer on two channels at the same instant still make one profile.
+visitor proved with the code e-mailed to it; a merely typed one is a claim,
+never an identity: see claims.py), creates one on first contact, and merges
+two profiles when one message ties their identities together, atomically,
+so two messages of a new customer on two channels at the same instant still
+make one profile.
 It returns the profile, the customer's latest conversation and the
 conversation the message refers to (an e-mail's In-Reply-To, an X
 conversation id, a chat session).
