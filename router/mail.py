@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import binascii
 import codecs
+import contextlib
 import dataclasses
 import email
 import email.message
@@ -241,11 +242,32 @@ def _decode_bytes(
         else:
             defects.add(f"{where}: labelled {label!r} but the bytes are UTF-8")
             return text
+    elif not _mostly_utf8(data):
+        # Labelled UTF-8 but written in a legacy charset (mail clients that
+        # label everything UTF-8): Windows-1252 reads it, latin-1 never fails.
+        defects.add(f"{where}: labelled {label!r} but the bytes are Windows-1252")
+        for codec in ("cp1252", "latin-1"):
+            try:
+                return _decode_strict(data, codec, truncated)
+            except (UnicodeError, ValueError):
+                continue
     defects.add(f"{where}: bytes not valid in {label or 'us-ascii'!r}, replaced")
     try:
         return data.decode(candidates[0], errors="replace")
     except (LookupError, ValueError):
         return data.decode("latin-1")
+
+
+def _mostly_utf8(data: bytes) -> bool:
+    """UTF-8 with a few bad bytes (a cut or a stray byte), not text in another charset.
+
+    At least three well-formed multi-byte characters per invalid byte: text in
+    a legacy charset almost never forms even one.
+    """
+    text = data.decode("utf-8", errors="replace")
+    invalid = text.count("\ufffd") - data.count(b"\xef\xbf\xbd")
+    valid = sum(1 for ch in text if ord(ch) > 0x7F and ch != "\ufffd")
+    return valid > 0 and invalid * 3 <= valid
 
 
 def _decode_strict(data: bytes, codec: str, truncated: bool) -> str:
@@ -330,12 +352,19 @@ class _Headers:
         value = re.sub(r"\r?\n(?=[ \t])", "", value).replace("\r", " ").replace("\n", " ")
         if value.isascii():
             return value.strip()
-        data = value.encode("utf-8", "surrogateescape")
+        data = _escape_raw_bytes_in_words(value.encode("utf-8", "surrogateescape"))
+        if data.isascii():
+            return data.decode("ascii").strip()
         try:
             return data.decode("utf-8").strip()
         except UnicodeDecodeError:
             pass
-        label = self._fallback or "windows-1252"
+        if _mostly_utf8(data):
+            self._defects.add(f"header {name}: invalid bytes in UTF-8, replaced")
+            return data.decode("utf-8", errors="replace").strip()
+        label = self._fallback
+        if label is None or "utf-8" in _charset_codecs(label)[0]:
+            label = "windows-1252"  # not UTF-8 again: that just failed
         self._defects.add(f"header {name}: raw 8-bit bytes that are not UTF-8, read as {label}")
         return _decode_bytes(data, label, _Defects(), name).strip()
 
@@ -351,6 +380,32 @@ class _Headers:
 
     def __len__(self) -> int:
         return len(self._values)
+
+
+_EW_BYTES_RE = re.compile(rb"=\?([^?\s]+)\?([qQ])\?([^?]*?)\?=")
+
+
+def _escape_raw_bytes_in_words(data: bytes) -> bytes:
+    """Raw 8-bit bytes inside Q encoded-words (Eudora), written as =XX escapes.
+
+    The bytes are in the word's own charset, so they must be decoded once,
+    with the word, not first as the header's bytes and then again as the
+    word's. Raw UTF-8 inside a word of another charset is re-encoded into it.
+    """
+
+    def escape(match: re.Match[bytes]) -> bytes:
+        payload = match.group(3)
+        if payload.isascii():
+            return match.group(0)
+        charset = match.group(1).decode("ascii", "replace").split("*", 1)[0]
+        codec = _charset_codecs(charset)[0][0]
+        if codec != "utf-8":
+            with contextlib.suppress(UnicodeError, LookupError):
+                payload = payload.decode("utf-8").encode(codec)
+        escaped = re.sub(rb"[\x80-\xff]", lambda b: b"=%02X" % b.group(0)[0], payload)
+        return b"=?" + match.group(1) + b"?" + match.group(2) + b"?" + escaped + b"?="
+
+    return _EW_BYTES_RE.sub(escape, data)
 
 
 def _decode_words(value: str, defects: _Defects, where: str) -> str:
@@ -957,6 +1012,9 @@ def _payload_bytes(part: Message, defects: _Defects) -> bytes:
     cte = _cte(part, defects)
     try:
         if cte == "base64":
+            if not _looks_like_base64(raw):
+                defects.add("body labelled base64 is not base64; read as it is")
+                return raw
             return _b64decode_lenient(raw)
         if cte == "quoted-printable":
             return quopri.decodestring(raw)
@@ -965,6 +1023,17 @@ def _payload_bytes(part: Message, defects: _Defects) -> bytes:
     except (binascii.Error, ValueError) as exc:
         defects.add(f"{cte} body undecodable ({exc}), kept as it is")
     return raw
+
+
+_NOT_BASE64_RE = re.compile(rb"[^A-Za-z0-9+/=\r\n]")
+
+
+def _looks_like_base64(data: bytes) -> bool:
+    """Base64 has no characters outside its alphabet inside its lines; text has
+    spaces and punctuation. A stray character or two is still base64."""
+    sample = b"\n".join(line.strip() for line in data[:65536].splitlines())
+    junk = len(_NOT_BASE64_RE.findall(sample))
+    return junk * 20 <= len(sample)
 
 
 def _uudecode(data: bytes, defects: _Defects) -> bytes:
@@ -1090,6 +1159,7 @@ class _Walker:
         self.max_html_bytes = max_text_chars * _HTML_FACTOR  # conversion is ~2 s per MB
         self.max_attachment_bytes = max_attachment_bytes
         self.body = _Body()
+        self.text_attachments: list[tuple[Message, str]] = []
 
     def walk(self, part: Message, depth: int = 0, *, body: bool = True) -> None:
         self.body.parts += 1
@@ -1114,7 +1184,7 @@ class _Walker:
                 # Only the human-readable first part is text; the machine parts
                 # are read by _delivery_report, not listed as attachments.
                 first = _content_type(children[0]) if children else "message/"
-                if not first.startswith("message/") and first != "text/rfc822-headers":
+                if not first.startswith("message/") and first not in _HEADER_DUMP_TYPES:
                     self.walk(children[0], depth + 1, body=body)
             else:
                 for child in children:
@@ -1131,10 +1201,24 @@ class _Walker:
             ctype = "text/plain"
         filename = _filename(part, self.defects)
         disposition = _disposition(part)
-        if ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename:
-            self._text(part, ctype, body=body)
-            return
+        if ctype in ("text/plain", "text/html"):
+            # A name alone does not make text an attachment: MMS gateways and
+            # some clients name the message's own text part. Only the sender's
+            # "attachment" does, and even then it is the fallback body text.
+            if disposition != "attachment":
+                self._text(part, ctype, body=body)
+                return
+            if body:
+                self.text_attachments.append((part, ctype))
         self._attachment(part, ctype, filename=filename, disposition=disposition)
+
+    def fall_back_to_text_attachments(self) -> None:
+        """No body text at all: read the text attachments as the body."""
+        if self.body.pieces or not self.text_attachments:
+            return
+        self.defects.add("no body text; the text attachment read as the body")
+        for part, ctype in self.text_attachments:
+            self._text(part, ctype, body=True)
 
     def _text(self, part: Message, ctype: str, *, body: bool) -> None:
         is_html = ctype == "text/html"
@@ -1368,7 +1452,7 @@ def _delivery_report(msg: Message, defects: _Defects) -> DeliveryReport | None:
             inner = child.get_payload()
             if isinstance(inner, list) and inner and isinstance(inner[0], Message):
                 original = _unsurrogate(_first_raw(inner[0], "message-id") or "") or None
-        elif ctype in ("text/rfc822-headers", "message/global-headers") and original is None:
+        elif ctype in _HEADER_DUMP_TYPES and original is None:
             original = _id_in_header_dump(child, defects)
     if not fields:
         defects.add("delivery report without a per-recipient block")
@@ -1441,7 +1525,17 @@ def _recipient_fields(part: Message) -> dict[str, str]:
     return {}
 
 
+# The original's headers in a bounce. message/rfc822-headers is not a
+# registered type but MTAs send it; the parser reads message/* as a message.
+_HEADER_DUMP_TYPES = ("text/rfc822-headers", "message/rfc822-headers", "message/global-headers")
+
+
 def _id_in_header_dump(part: Message, defects: _Defects) -> str | None:
+    payload = _raw_payload(part)
+    if isinstance(payload, list):
+        inner = next((p for p in payload if isinstance(p, Message)), None)
+        found = _first_raw(inner, "message-id") if inner is not None else None
+        return _unsurrogate(found) if found else None
     data = _payload_bytes(part, defects)
     try:
         headers = BytesParser(policy=email.policy.compat32).parsebytes(data, headersonly=True)
@@ -1604,7 +1698,9 @@ def _opens(content_type: bytes) -> bytes | bool | None:
 
 def _parse(data: bytes, max_text_chars: int, max_attachment_bytes: int) -> ParsedMail:
     defects = _Defects()
-    data = data.lstrip(b"\r\n").removeprefix(b"\xef\xbb\xbf")
+    # Whitespace (or a BOM) before the first header line would make it a
+    # continuation line of nothing, and the parser would drop the sender.
+    data = data.lstrip(b" \t\r\n").removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")
     check_structure(data)
     msg = _parse_structure(data, defects)
 
@@ -1621,6 +1717,7 @@ def _parse(data: bytes, max_text_chars: int, max_attachment_bytes: int) -> Parse
     raw_subject = _header_text(headers, "subject", defects) or ""
     walker = _Walker(defects, max_text_chars, max_attachment_bytes)
     walker.walk(msg)
+    walker.fall_back_to_text_attachments()
     body = walker.body
 
     full_pieces: list[str] = []

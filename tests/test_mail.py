@@ -1245,3 +1245,125 @@ def test_charset_codecs_used_exist_here() -> None:
         "cp874",
     ):
         codecs.lookup(codec)
+
+
+# --------------------------------------------------------------------------- read right (issue 14)
+
+CASES = Path(__file__).resolve().parent / "fixtures" / "mail-cases"
+
+
+def case(name: str) -> ParsedMail:
+    return parse((CASES / name).read_bytes())
+
+
+def test_a_named_text_part_without_attachment_disposition_is_body_text() -> None:
+    """Item 1: MMS gateways name the text part; it is the message, not an attachment."""
+    mms = case("mms-gateway-named-text.eml")
+    assert mms.text == "My parcel arrived damaged, photo attached. Order 5521."
+    assert [a.filename for a in mms.attachments] == ["IMG_0001.jpg"]
+    whole = case("inline-named-text-whole-message.eml")
+    assert whole.text == "Please send the invoice for order 7788 again."
+    assert whole.attachments == []
+
+
+def test_a_text_attachment_is_the_body_only_when_there_is_no_other_text() -> None:
+    only = case("text-attachment-only.eml")
+    assert only.text == "The checkout page says: payment declined, code 51."
+    assert [a.filename for a in only.attachments] == ["error.txt"]
+    assert any("text attachment read as the body" in d for d in only.defects)
+    raw = mail(
+        {"Content-Type": 'multipart/mixed; boundary="m"'},
+        "--m\r\nContent-Type: text/plain\r\n\r\nSee the log.\r\n"
+        '--m\r\nContent-Type: text/plain; name="log.txt"\r\n'
+        'Content-Disposition: attachment; filename="log.txt"\r\n\r\nERROR 42\r\n--m--\r\n',
+    )
+    both = parse(raw)
+    assert both.text == "See the log." and [a.filename for a in both.attachments] == ["log.txt"]
+
+
+def test_a_delivery_report_from_an_empty_address_is_still_a_report() -> None:
+    """Item 2 (the parse side; the daemon side is in test_email.py)."""
+    report = case("dsn-null-from.eml")
+    assert report.sender is None
+    assert report.delivery_report is not None
+    assert report.delivery_report.original_message_id == "reply-42@shop.example"
+    assert report.delivery_report.action == "failed" and report.bounce
+
+
+@pytest.mark.parametrize("body_charset", ["utf-8", "iso-8859-1", None])
+def test_raw_8bit_bytes_inside_an_encoded_word_are_decoded_once(body_charset: str | None) -> None:
+    """Item 3: Eudora puts raw Latin-1 bytes inside =?iso-8859-1?Q?...?=."""
+    parsed = case("eudora-8bit-in-encoded-word.eml")
+    assert parsed.subject == "Frösche im Paket"
+    assert parsed.display_name == "Jürgen Müller"
+    ctype = f"text/plain; charset={body_charset}" if body_charset else "text/plain"
+    raw = mail({"Subject": "=?iso-8859-1?Q?Fr\xf6sche?=", "Content-Type": ctype}, "Hallo")
+    raw = raw.replace("Fr\xf6sche".encode(), b"Fr\xf6sche")
+    assert parse(raw).subject == "Frösche"
+    # raw UTF-8 inside a Latin-1 word: the characters are what the sender meant
+    raw = mail({"Subject": "=?iso-8859-1?Q?Fr\xf6sche?=", "Content-Type": ctype}, "Hallo")
+    assert parse(raw).subject == "Frösche"
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "text/plain; charset=iso-8859-1"])
+def test_mostly_valid_utf8_header_stays_utf8(content_type: str | None) -> None:
+    """Item 4: one bad byte must not send a whole UTF-8 header to windows-1252."""
+    raw = (CASES / "utf8-header-one-bad-byte.eml").read_bytes()
+    raw = raw.replace(b"Content-Type: text/plain; charset=utf-8\r\n", b"")
+    raw = raw.replace(b"\r\n\r\n", f"\r\nContent-Type: {content_type}\r\n\r\n".encode(), 1)
+    if content_type is None:
+        raw = raw.replace(b"Content-Type: None\r\n", b"")
+    parsed = parse(raw)
+    assert parsed.subject == "Юникод: заказ\ufffd не пришёл"
+    assert case("utf8-header-one-bad-byte.eml").subject == parsed.subject
+
+
+@pytest.mark.parametrize("body_charset", ["utf-8", None])
+def test_a_latin1_header_falls_back_to_cp1252_not_to_utf8_again(body_charset: str | None) -> None:
+    ctype = f"text/plain; charset={body_charset}" if body_charset else "text/plain"
+    raw = mail({"Subject": "Gr\xfc\xdfe", "Content-Type": ctype}, "Hallo")
+    raw = raw.replace("Gr\xfc\xdfe".encode(), b"Gr\xfc\xdfe \x80 5")
+    assert parse(raw).subject == "Grüße € 5"
+
+
+def test_a_body_labelled_utf8_but_written_in_latin1_is_recovered() -> None:
+    """Item 5."""
+    parsed = case("utf8-label-latin1-body.eml")
+    assert parsed.text == "Grüße aus Köln, die Lieferung für Bestellung 9001 fehlt."
+    assert any("Windows-1252" in d for d in parsed.defects)
+    # a stray bad byte in real UTF-8 stays UTF-8 (one replacement character)
+    raw = mail({"Content-Type": "text/plain; charset=utf-8"}, "Привет, заказ 12 \xff пришёл")
+    raw = raw.replace("\xff".encode(), b"\xff")
+    assert parse(raw).text == "Привет, заказ 12 \ufffd пришёл"
+
+
+def test_whitespace_before_the_first_header_line_keeps_the_sender() -> None:
+    """Item 6."""
+    parsed = case("leading-whitespace.eml")
+    assert (parsed.sender, parsed.subject) == ("ana@customer.example", "Whitespace")
+    assert parsed.text == "Where is my order 3141?"
+
+
+def test_message_rfc822_headers_in_a_bounce_is_read() -> None:
+    """Item 7: the original Message-ID is in a message/rfc822-headers part."""
+    report = case("bounce-message-rfc822-headers.eml").delivery_report
+    assert report is not None
+    assert report.original_message_id == "reply-43@shop.example"
+    assert (report.action, report.status) == ("failed", "5.2.2")
+
+
+def test_a_body_labelled_base64_that_is_not_base64_is_read_as_it_is() -> None:
+    """Item 8."""
+    parsed = case("base64-label-plain-text.eml")
+    assert parsed.text == (
+        "Hello, I returned the shoes (order 6060) two weeks ago.\nWhen will I get my refund?"
+    )
+    assert "\ufffd" not in parsed.full_text
+    assert any("not base64" in d for d in parsed.defects)
+    # real base64, even with a stray character, is still decoded
+    encoded = base64.encodebytes("Bonjour, où est ma commande ?".encode()).decode()
+    raw = mail(
+        {"Content-Type": "text/plain; charset=utf-8", "Content-Transfer-Encoding": "base64"},
+        encoded[:8] + "!" + encoded[8:],
+    )
+    assert parse(raw).text == "Bonjour, où est ma commande ?"
