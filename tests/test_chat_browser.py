@@ -6,12 +6,14 @@ the whole conversation drawn again. A screenshot is saved to test-artifacts/."""
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 import redis as redis_sync
 
+from tests.mail_servers import SmtpInbox
 from tests.support import ROOT, DaemonProcess, RedisServer, cli
 from tests.test_chat import SECRET, chat_config, entries, until
 
@@ -101,3 +103,60 @@ async def test_widget_in_a_real_browser(tmp_path: Path, redis_server: RedisServe
         daemon.stop()
     assert (shots / "chat-widget.png").stat().st_size > 10_000
     await asyncio.sleep(0)
+
+
+async def test_widget_confirms_a_typed_address_with_the_emailed_code(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """The "answer me by e-mail" field asks for the code e-mailed to the
+    address; only the right code makes the address the visitor's."""
+    smtp = SmtpInbox().start()
+    path, port = chat_config(
+        tmp_path,
+        redis_server.url,
+        **{
+            "channels.email": {
+                "enabled": True,
+                "smtp": {
+                    "host": "127.0.0.1",
+                    "port": smtp.port,
+                    "security": "none",
+                    "from_address": "support@example.com",
+                },
+            }
+        },
+    )
+    daemon = DaemonProcess(path, port, env={"CHAT_SECRET": SECRET}).start()
+    r: redis_sync.Redis = redis_server.client()
+    assert async_playwright is not None
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+            page = await browser.new_page()
+            await page.goto(f"{daemon.url}/chat/demo")
+            await page.get_by_role("button", name="Chat with us").click()
+            field = page.locator("#rc-email")
+            await field.fill("ana@example.com")
+            await field.press("Enter")
+            await page.get_by_text("We e-mailed a code to ana@example.com").wait_for(timeout=15000)
+            ((_, to, mail),) = await asyncio.to_thread(smtp.wait, 1)
+            assert to == ["ana@example.com"]
+            code = re.search(r"Your code: (\d+)", mail.get_body(("plain",)).get_content())
+            assert code is not None
+            assert r.get("router:identity:email:ana@example.com") is None  # only a claim
+            assert await field.get_attribute("autocomplete") == "one-time-code"
+            await field.fill("000000" if code.group(1) != "000000" else "111111")
+            await field.press("Enter")
+            await page.get_by_text("that code is not right; 4 tries left").wait_for(timeout=5000)
+            await field.fill(code.group(1))
+            await field.press("Enter")
+            await page.get_by_text("we will answer at ana@example.com").wait_for(timeout=5000)
+            assert await field.is_hidden()
+            await until(
+                lambda: r.get("router:identity:email:ana@example.com"),
+                what="the proven address as an identity",
+            )
+            await browser.close()
+    finally:
+        daemon.stop()
+        smtp.stop()
