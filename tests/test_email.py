@@ -283,8 +283,18 @@ async def test_auto_reply_storm_sends_nothing_and_reopens_nothing(
         daemon.stop()
 
 
+@pytest.mark.parametrize(
+    "report_from",
+    # the second: a From without an address (issue 14, read right item 2)
+    ["MAILER-DAEMON@mx.customer.example", "MAILER DAEMON <>"],
+    ids=["mailer-daemon", "empty-address"],
+)
 async def test_delivery_report_marks_the_reply_failed(
-    tmp_path: Path, redis_server: RedisServer, pymap: PymapServer, smtp: SmtpInbox
+    tmp_path: Path,
+    redis_server: RedisServer,
+    pymap: PymapServer,
+    smtp: SmtpInbox,
+    report_from: str,
 ) -> None:
     r = redis_server.client()
     pymap.append(FOLDER, mail("ana@customer.example", "Question", "Do you ship to Japan?"))
@@ -295,7 +305,7 @@ async def test_delivery_report_marks_the_reply_failed(
         outbox_id = json.loads(out.stdout)["outbox_id"]
         sent = (await asyncio.to_thread(smtp.wait, 2))[1][2]
         report = (
-            "From: MAILER-DAEMON@mx.customer.example\r\nTo: support@example.com\r\n"
+            f"From: {report_from}\r\nTo: support@example.com\r\n"
             "Subject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\n"
             f"Message-ID: {make_msgid(domain='mx.customer.example')}\r\n"
             'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
@@ -315,6 +325,7 @@ async def test_delivery_report_marks_the_reply_failed(
         )
         assert "user unknown" in r.hget(f"router:delivery:{{{outbox_id}}}", "last_error")
         assert len(queued(r)) == 1  # no conversation for the bounce
+        assert dead(r) == []
     finally:
         daemon.stop()
 

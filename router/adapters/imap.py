@@ -394,7 +394,9 @@ class FolderWatcher:
             if len(raw) > limit:
                 raise MailError(f"message of {len(raw)} bytes is over the limit of {limit}")
             parsed = await self.adapter.parser.parse(raw)
-            if parsed.sender is None:
+            # A delivery report needs no sender: MTAs send them from "<>"
+            # ("MAILER DAEMON <>"), and it is about our mail, not a customer.
+            if parsed.sender is None and parsed.delivery_report is None:
                 raise MailError("no usable From address")
         except MailError as exc:
             await self.adapter.unparseable(mailbox_key, raw, str(exc))
