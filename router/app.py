@@ -36,7 +36,7 @@ from router.agent import AgentClient, send_transcript
 from router.config import Config, load_config
 from router.deadletters import dead_letter_raw
 from router.embedded import EmbeddedRedis
-from router.http import build_app
+from router.http import CappedTCPSite, build_app, raise_open_file_limit
 from router.ingest import Ingestor
 from router.metrics import Metrics
 from router.model import OutboundMessage
@@ -157,16 +157,38 @@ class Daemon:
             max_body_bytes=cfg.http.max_body_bytes,
             redis_ready=self._redis_ready,
             render_metrics=self._render_metrics,
+            read_timeout=cfg.http.read_timeout,
         )
         runner = web.AppRunner(
             app,
             access_log=None,
             handle_signals=False,
             shutdown_timeout=max(1.0, cfg.shutdown_timeout / 2),
+            keepalive_timeout=cfg.http.keepalive_timeout,
+            # after an early answer (413, 408) the rest of a body is read and
+            # dropped for at most this long, so the client sees the answer
+            lingering_time=2.0,
         )
         await runner.setup()
         host, port = cfg.http.host_port
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        # room for the connections plus Redis, IMAP, SMTP and the embedded server
+        soft, hard = raise_open_file_limit(cfg.http.max_connections + 512)
+        if soft < cfg.http.max_connections + 64:
+            log.warning(
+                "open_file_limit_low",
+                limit=soft,
+                hard_limit=hard,
+                max_connections=cfg.http.max_connections,
+                hint="raise LimitNOFILE (systemd) / ulimit -n, or lower http.max_connections",
+            )
+        site = CappedTCPSite(
+            runner,
+            host,
+            port,
+            reuse_address=True,
+            max_connections=cfg.http.max_connections,
+            on_refused=self.metrics.http_refused.inc,
+        )
         await site.start()
         self.http_port = _bound_port(runner) or port
         for a in adapters:

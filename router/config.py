@@ -188,6 +188,16 @@ class RedisSettings(Strict):
 class HttpSettings(Strict):
     listen: str = "127.0.0.1:8080"
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # A connection with no request in flight is closed after this long (also
+    # one that never sends a first request). nginx's keepalive_timeout: 75s.
+    keepalive_timeout: Duration = Field(default=75.0, gt=0)
+    # A request's body must arrive within this (a body that trickles in or a
+    # chunked body that never ends gets 408). nginx's client_body_timeout: 60s.
+    read_timeout: Duration = Field(default=60.0, gt=0)
+    # Open connections (WebSockets included) beyond this get an immediate 503
+    # and are closed, so a flood cannot use up file descriptors that Redis
+    # and the channels need. Keep it below the process's open-file limit.
+    max_connections: int = Field(default=4096, ge=8)
     # The URL the outside world uses to reach us (behind a reverse proxy this
     # differs from `listen`); webhook signatures are computed over it.
     public_url: str | None = None

@@ -129,6 +129,11 @@ class Metrics:
             ["adapter", "name"],
             registry=r,
         )
+        self.http_refused = Counter(
+            "router_http_connections_refused_total",
+            "Connections answered 503 and closed because http.max_connections were open",
+            registry=r,
+        )
         self.config_reloads = Counter(
             "router_config_reloads_total",
             "Config reloads (result=ok|error)",
