@@ -147,7 +147,7 @@ class OutboxWorker:
             await self._dead(entry_id, None, raw, "unreadable outbox entry (not our JSON)")
             return
         delivery = keys.delivery(msg.id)
-        status = await redis.hget(delivery, "status")
+        status, recorded_attempts = await redis.hmget(delivery, "status", "attempts")
         if status in ("sent", "delivered"):  # redelivered after a crash
             await redis.xack(keys.outbox, OUTBOX_GROUP, entry_id)
             await redis.xdel(keys.outbox, entry_id)
@@ -186,7 +186,19 @@ class OutboxWorker:
                 "in the config, then replay",
             )
             return
-        attempt = msg.attempt + 1
+        # The delivery record counts every attempt begun, also those a crash
+        # cut short (the entry's own count only moves on a scheduled retry), so
+        # a daemon that dies mid-send again and again still gives up.
+        attempt = max(msg.attempt, int(recorded_attempts or 0)) + 1
+        if attempt > cfg.outbox.max_attempts:
+            await self._dead(
+                entry_id,
+                msg,
+                raw,
+                f"gave up after {attempt - 1} attempts, the last cut short "
+                "(the daemon stopped while sending); check the channel, then replay",
+            )
+            return
         await redis.hset(delivery, mapping={"status": "sending", "attempts": attempt})
         try:
             provider_id = await sender.send(msg)

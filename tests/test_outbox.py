@@ -292,3 +292,31 @@ async def test_reply_to_a_vanished_conversation_is_dead_lettered(store: Store, c
             await asyncio.sleep(0.05)
     (dl,) = await list_dead_letters(store)
     assert dl.fields["reason"] == "conversation v-gone does not exist"
+
+
+async def test_attempts_cut_short_by_crashes_count(
+    store: Store, cfg: Config, config_path: Path, callback: Callback
+) -> None:
+    """A daemon killed while sending leaves the delivery at 'sending' and the
+    stream entry's own count unchanged. The attempt it began still counts:
+    after one crash the next try is number 2; a crash loop ends in a dead
+    letter at max_attempts (3 here) instead of resending forever."""
+    cfg = with_callback(cfg, callback.port, config_path)
+    conv = await conversation(store)
+    client = AgentClient(store)
+    once = await client.reply(conv, "after one crash")
+    await store.redis.hset(store.keys.delivery(once), mapping={"status": "sending", "attempts": 1})
+    looped = await client.reply(conv, "after three crashes")
+    await store.redis.hset(
+        store.keys.delivery(looped), mapping={"status": "sending", "attempts": 3}
+    )
+    async with Running(store, cfg):
+        d = await wait_status(store, once, "sent")
+        for _ in range(100):
+            if await list_dead_letters(store):
+                break
+            await asyncio.sleep(0.05)
+    assert d["attempts"] == "2"
+    assert [orjson.loads(body)["text"] for _, body, _ in callback.requests] == ["after one crash"]
+    (dl,) = await list_dead_letters(store)
+    assert "gave up after 3 attempts, the last cut short" in dl.fields["reason"]
