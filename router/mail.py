@@ -73,13 +73,15 @@ class Attachment:
 
 @dataclass
 class DeliveryReport:
-    """The first per-recipient block of a ``multipart/report; report-type=delivery-status``."""
+    """The first per-recipient block of a ``multipart/report; report-type=delivery-status``,
+    or what a plain-text bounce (qmail, Exim, old Exchange) says in words."""
 
     original_message_id: str | None  # Message-ID of the mail that bounced, without <>
     recipient: str | None
     action: str | None  # failed / delayed / delivered / relayed / expanded (lower-cased)
     status: str | None  # e.g. "5.1.1"
     diagnostic: str | None
+    plain_text: bool = False  # read from a bounce's words, not a delivery-status part
 
 
 @dataclass
@@ -483,7 +485,7 @@ def _address(
     if value is None:
         return None, None
     for display, addr in getaddresses([value]):
-        address = normalise_email(addr) if addr else None
+        address = _mailbox_address(addr, defects, name) if addr else None
         if address:
             return address, _display_name(display, defects, name)
     # The modern header registry copes with some shapes email.utils does not
@@ -503,6 +505,31 @@ def _address(
         return address, None
     defects.add(f"header {name}: no address in {value[:80]!r}")
     return None, None
+
+
+# RFC 5321 quoted local part ("john doe"@example.com): printable ASCII, with
+# backslash escapes; legal, deliverable, and what some gateways write.
+_QUOTED_ADDRESS_RE = re.compile(
+    r'^"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e]){1,64}"@[a-z0-9-]+(?:\.[a-z0-9-]+)+$',
+    re.IGNORECASE,
+)
+_DOTLESS_RE = re.compile(r"^[^@\s<>]+@[^@\s<>.]+$")
+
+
+def _mailbox_address(addr: str, defects: _Defects, header: str) -> str | None:
+    """The normalised address of one mailbox, or None (with the reason as a defect)."""
+    address = normalise_email(addr)
+    if address:
+        return address
+    addr = addr.strip()
+    if _QUOTED_ADDRESS_RE.match(addr):
+        return addr.lower()
+    if _DOTLESS_RE.match(addr):
+        # Judgement call (issue 14): a domain without a dot ("bob@extern",
+        # "guest@localhost") is a host on the sender's own network, never an
+        # address our replies can reach on the internet: not a customer identity.
+        defects.add(f"header {header}: address domain has no dot (a local host name), refused")
+    return None
 
 
 def _display_name(raw: str, defects: _Defects, header: str) -> str | None:
@@ -903,15 +930,86 @@ def _is_bulk(headers: _Headers) -> bool:
     return any(headers.has(name) for name in _LIST_HEADERS)
 
 
-def _is_bounce(headers: _Headers, sender: str | None) -> bool:
+# Subjects MTAs give bounces; a postmaster's mail is a bounce only with one
+# (people write from postmaster@ too), or with other signs of automation.
+_BOUNCE_SUBJECT_RE = re.compile(
+    r"undeliver|undelivered|delivery (?:status )?notification|delivery (?:has )?failed|"
+    r"delivery failure|returned mail|returned to sender|failure notice|mail delivery failed|"
+    r"non[- ]?delivery|nondeliverable|could not be delivered|delivery delayed|delayed mail|"
+    r"warning: could not send|unzustellbar|nicht zustellbar|non remis|no se pudo entregar|"
+    r"impossible de remettre|non recapitabile",
+    re.IGNORECASE,
+)
+_DELAY_RE = re.compile(r"delay|deferred|still trying|will (?:keep )?(?:re)?try|verzögert", re.I)
+
+
+def _is_bounce(
+    headers: _Headers, sender: str | None, subject: str, auto_submitted: str | None
+) -> bool:
     return_path = headers.get("return-path")
     if return_path is not None and re.fullmatch(r"\s*<\s*>\s*", return_path):
         return True
     if sender:
         local = sender.rsplit("@", 1)[0]
-        if local in _DAEMON_LOCALPARTS or local.startswith("mailer-daemon"):
+        if local != "postmaster" and (
+            local in _DAEMON_LOCALPARTS or local.startswith("mailer-daemon")
+        ):
             return True
+        if local == "postmaster":
+            automated = auto_submitted not in (None, "no")
+            return automated or bool(_BOUNCE_SUBJECT_RE.search(subject))
     return False
+
+
+def _is_plain_bounce(headers: _Headers, sender: str | None, subject: str) -> bool:
+    """A bounce written as plain text: from a mailer daemon, or saying so in its subject.
+
+    An auto-reply also comes from "<>" (RFC 3834), so "<>" alone is not enough.
+    """
+    local = sender.rsplit("@", 1)[0] if sender else ""
+    if local != "postmaster" and (local in _DAEMON_LOCALPARTS or local.startswith("mailer-daemon")):
+        return True
+    return bool(_BOUNCE_SUBJECT_RE.search(subject))
+
+
+_TEXT_MSGID_RE = re.compile(r"(?im)^[ \t>]*message-id:[ \t]*(<[^<>\s]+>)")
+_TEXT_RECIPIENT_RE = re.compile(r"(?m)^[ \t]*<([^<>\s@]+@[^<>\s@]+)>:?")
+_TEXT_STATUS_RE = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
+_TEXT_DIAGNOSTIC_RE = re.compile(r"(?m)^.*\b[45]\d\d[ -].*$")
+
+
+def _plain_text_report(
+    msg: Message, text: str, subject: str, in_reply_to: list[str], headers: _Headers
+) -> DeliveryReport:
+    """What a plain-text bounce says: the bounced Message-ID (from the copy it
+    quotes, the message it attaches, or its In-Reply-To), the recipient and the
+    SMTP answer, as far as the words give them."""
+    original: str | None = None
+    for part in _iter_parts(msg, 0):
+        if _content_type(part) in ("message/rfc822", "message/global"):
+            inner = _raw_payload(part)
+            if isinstance(inner, list) and inner and isinstance(inner[0], Message):
+                original = _unsurrogate(_first_raw(inner[0], "message-id") or "") or None
+                break
+    if original is None and (found := _TEXT_MSGID_RE.search(text)):
+        original = found.group(1)
+    ids = _message_ids([original]) if original else []
+    if not ids:
+        ids = in_reply_to or _message_ids(headers.get_all("references"))[-1:]
+    recipient = None
+    if found := _TEXT_RECIPIENT_RE.search(text):
+        recipient = normalise_email(found.group(1))
+    status = _TEXT_STATUS_RE.search(text)
+    diagnostic = _TEXT_DIAGNOSTIC_RE.search(text)
+    delayed = _DELAY_RE.search(subject) is not None
+    return DeliveryReport(
+        original_message_id=ids[0] if ids else None,
+        recipient=recipient,
+        action="delayed" if delayed else "failed",
+        status=status.group(1) if status else None,
+        diagnostic=" ".join(diagnostic.group(0).split())[:300] if diagnostic else None,
+        plain_text=True,
+    )
 
 
 def _is_auto_reply(headers: _Headers, subject: str, auto_submitted: str | None) -> bool:
@@ -1749,6 +1847,9 @@ def _parse(data: bytes, max_text_chars: int, max_attachment_bytes: int) -> Parse
     auto_submitted = _keyword(headers.get("auto-submitted"))
     report = _delivery_report(msg, defects)
     in_reply_to = _message_ids(headers.get_all("in-reply-to"))
+    bounce = _is_bounce(headers, sender, raw_subject, auto_submitted)
+    if report is None and bounce and _is_plain_bounce(headers, sender, raw_subject):
+        report = _plain_text_report(msg, full_text, raw_subject, in_reply_to, headers)
     parsed = ParsedMail(
         message_id=next(iter(_message_ids(headers.get_all("message-id")[:1])), None),
         in_reply_to=in_reply_to,
@@ -1766,7 +1867,7 @@ def _parse(data: bytes, max_text_chars: int, max_attachment_bytes: int) -> Parse
         date_offset=_date_offset(headers.get("date")),
         auto_submitted=auto_submitted,
         bulk=_is_bulk(headers),
-        bounce=_is_bounce(headers, sender) or report is not None,
+        bounce=bounce or report is not None,
         # A delivery report is stamped auto-replied by most MTAs, but it is a
         # bounce, not an out-of-office: the two flags mean different handling.
         auto_reply=report is None and _is_auto_reply(headers, raw_subject, auto_submitted),

@@ -285,9 +285,10 @@ async def test_auto_reply_storm_sends_nothing_and_reopens_nothing(
 
 @pytest.mark.parametrize(
     "report_from",
-    # the second: a From without an address (issue 14, read right item 2)
-    ["MAILER-DAEMON@mx.customer.example", "MAILER DAEMON <>"],
-    ids=["mailer-daemon", "empty-address"],
+    # issue 14: a From without an address (read right item 2), and a bounce
+    # written as plain text (judgement call: a report, not a conversation)
+    ["MAILER-DAEMON@mx.customer.example", "MAILER DAEMON <>", "plain-text"],
+    ids=["mailer-daemon", "empty-address", "plain-text"],
 )
 async def test_delivery_report_marks_the_reply_failed(
     tmp_path: Path,
@@ -318,6 +319,18 @@ async def test_delivery_report_marks_the_reply_failed(
             f"Message-ID: {sent['Message-ID']}\r\nSubject: Re: Question\r\n"
             "--B--\r\n"
         ).encode()
+        if report_from == "plain-text":  # qmail's words
+            report = (
+                "From: MAILER-DAEMON@mx.customer.example\r\nTo: support@example.com\r\n"
+                "Subject: failure notice\r\n"
+                f"Message-ID: {make_msgid(domain='mx.customer.example')}\r\n\r\n"
+                "Hi. This is the qmail-send program at mx.customer.example.\r\n"
+                "I'm afraid I wasn't able to deliver your message to the following "
+                "addresses.\r\n\r\n<ana@customer.example>:\r\n"
+                "550 5.1.1 user unknown\r\n\r\n"
+                "--- Below this line is a copy of the message.\r\n\r\n"
+                f"Message-ID: {sent['Message-ID']}\r\nSubject: Re: Question\r\n\r\nYes.\r\n"
+            ).encode()
         pymap.append(FOLDER, report)
         await until(
             lambda: r.hget(f"router:delivery:{{{outbox_id}}}", "status") == "failed",

@@ -979,7 +979,10 @@ def test_bulk(headers: dict[str, str], bulk: bool) -> None:
         ({"Return-Path": "<ana@example.com>"}, False),
         ({"From": "MAILER-DAEMON@mx.example.com"}, True),
         ({"From": "Mail Delivery System <Mailer-Daemon@mx.example.com>"}, True),
-        ({"From": "postmaster@example.com"}, True),
+        # judgement call (issue 14): a postmaster is a person unless the mail looks automated
+        ({"From": "postmaster@example.com"}, False),
+        ({"From": "postmaster@example.com", "Subject": "Undeliverable: Order 1234"}, True),
+        ({"From": "postmaster@example.com", "Auto-Submitted": "auto-generated"}, True),
         ({"From": "postmaster-jobs@example.com"}, False),
     ],
 )
@@ -1367,3 +1370,94 @@ def test_a_body_labelled_base64_that_is_not_base64_is_read_as_it_is() -> None:
         encoded[:8] + "!" + encoded[8:],
     )
     assert parse(raw).text == "Bonjour, où est ma commande ?"
+
+
+# --------------------------------------------------------------------------- judgement calls (issue 14)
+
+
+@pytest.mark.parametrize(
+    ("header", "sender"),
+    [
+        ("bob@extern", None),
+        ("Guest <guest@localhost>", None),
+        ('"john doe"@Example.com', '"john doe"@example.com'),
+        ('John <"john.doe@home"@example.com>', '"john.doe@home"@example.com'),
+        ('"a\\"b"@example.com', '"a\\"b"@example.com'),
+    ],
+)
+def test_dotless_domains_are_refused_quoted_local_parts_are_not(
+    header: str, sender: str | None
+) -> None:
+    """Dotless domains name a host on the sender's own network: our replies
+    cannot reach them, so they are no customer identity (the mail is
+    dead-lettered with that reason). Quoted local parts are legal RFC 5321
+    addresses that SMTP delivers: accepted, quotes kept."""
+    parsed = parse(mail({"From": header}))
+    assert parsed.sender == sender
+    if sender is None:
+        assert any("domain has no dot" in d for d in parsed.defects)
+
+
+QMAIL_BOUNCE = (
+    "Hi. This is the qmail-send program at mx.customer.example.\r\n"
+    "I'm afraid I wasn't able to deliver your message to the following addresses.\r\n"
+    "This is a permanent error; I've given up. Sorry it didn't work out.\r\n\r\n"
+    "<ana@customer.example>:\r\n"
+    "550 5.1.1 <ana@customer.example>: Recipient address rejected: User unknown\r\n\r\n"
+    "--- Below this line is a copy of the message.\r\n\r\n"
+    "Return-Path: <support@shop.example>\r\n"
+    "Message-ID: <reply-44@shop.example>\r\n"
+    "Subject: Re: Question\r\n\r\nYes, we ship to Japan.\r\n"
+)
+
+
+def test_a_plain_text_bounce_is_a_delivery_report_not_a_conversation() -> None:
+    """Judgement call: a bounce written in words (qmail, Exim, old Exchange) is
+    a report about our mail like a multipart/report one; it opens no conversation."""
+    parsed = parse(
+        mail(
+            {
+                "From": "MAILER-DAEMON@mx.customer.example",
+                "Subject": "failure notice",
+                "Return-Path": "<>",
+            },
+            QMAIL_BOUNCE,
+        )
+    )
+    report = parsed.delivery_report
+    assert report is not None and report.plain_text and parsed.bounce
+    assert report.original_message_id == "reply-44@shop.example"
+    assert (report.recipient, report.action, report.status) == (
+        "ana@customer.example",
+        "failed",
+        "5.1.1",
+    )
+    assert report.diagnostic is not None and "User unknown" in report.diagnostic
+    # a delay warning from a postmaster, about the message it attaches
+    delayed = parse(
+        mail(
+            {
+                "From": "postmaster@mx.customer.example",
+                "Subject": "Delivery delayed: Re: Question",
+                "Content-Type": 'multipart/mixed; boundary="d"',
+            },
+            "--d\r\nContent-Type: text/plain\r\n\r\nStill trying to deliver.\r\n"
+            "--d\r\nContent-Type: message/rfc822\r\n\r\n"
+            "Message-ID: <reply-45@shop.example>\r\nSubject: Re: Question\r\n\r\nHi\r\n--d--\r\n",
+        )
+    ).delivery_report
+    assert delayed is not None
+    assert (delayed.original_message_id, delayed.action) == ("reply-45@shop.example", "delayed")
+
+
+def test_an_auto_reply_from_the_null_sender_is_not_a_bounce_report() -> None:
+    """RFC 3834 auto-replies come from "<>" too: they stay auto-replies."""
+    parsed = parse(
+        mail(
+            {"Return-Path": "<>", "Auto-Submitted": "auto-replied", "Subject": "Out of office"},
+            "I am away until Monday.",
+        )
+    )
+    assert parsed.delivery_report is None and parsed.auto_reply
+    human = parse(mail({"From": "postmaster@customer.example"}, "Why are you blocking us?"))
+    assert human.delivery_report is None and not human.bounce

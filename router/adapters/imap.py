@@ -397,7 +397,8 @@ class FolderWatcher:
             # A delivery report needs no sender: MTAs send them from "<>"
             # ("MAILER DAEMON <>"), and it is about our mail, not a customer.
             if parsed.sender is None and parsed.delivery_report is None:
-                raise MailError("no usable From address")
+                why = next((d.split(": ", 1)[1] for d in parsed.defects if "no dot" in d), "")
+                raise MailError("no usable From address" + (f": {why}" if why else ""))
         except MailError as exc:
             await self.adapter.unparseable(mailbox_key, raw, str(exc))
             return
@@ -550,10 +551,11 @@ class ImapAdapter:
         if outbox_id is None:
             # not about mail we sent (backscatter, or older than we remember):
             # no conversation for it, but kept with the reason
+            kind = "plain-text bounce" if report.plain_text else "delivery report"
             await self.unparseable(
                 mailbox_key,
                 raw,
-                f"delivery report ({report.action or 'unknown action'}) about "
+                f"{kind} ({report.action or 'unknown action'}) about "
                 f"{report.original_message_id or 'an unknown message'}, which the daemon "
                 "did not send",
             )
