@@ -460,7 +460,7 @@ class RoutingWorker:
                     ("routed" if queued else "recorded_auto_reply") if fresh else "already_routed",
                     message_id=e.message.id,
                     channel=e.message.channel,
-                    sender=redact(e.message.sender),
+                    sender=redact(e.message.sender, self.store.log_key),
                     customer_id=e.context.customer_id if e.context else None,
                     conversation_id=conversation_id,
                     queue=decision.queue,

@@ -8,6 +8,7 @@ Everything that reads or writes Redis goes through one Store.
 from __future__ import annotations
 
 import math
+import secrets
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -102,6 +103,8 @@ class Store:
     partitions: int
     # the ingest path's own connections, with a short timeout (INGEST_TIMEOUT)
     ingest_redis: aioredis.Redis | None = None
+    # this install's key for the pseudonyms of customers in logs (see prepare)
+    log_key: bytes = b""
 
     @classmethod
     def open(cls, cfg: Config, client: aioredis.Redis | None = None) -> Store:
@@ -165,6 +168,11 @@ class Store:
                 },
             )
         await self.redis.hset(self.keys.meta, "message_retention", int(message_retention))
+        # One random key per install (every daemon on this Redis reads the same
+        # one): log lines name a customer by a keyed hash, which nobody without
+        # the key can turn back into a phone number by trying them all.
+        await self.redis.hsetnx(self.keys.meta, "log_key", secrets.token_hex(16))
+        self.log_key = bytes.fromhex(await self.redis.hget(self.keys.meta, "log_key"))
         for p in range(self.partitions):
             await self.ensure_group(self.keys.ingest(p), INGEST_GROUP)
         for name in queues:

@@ -76,9 +76,11 @@ def normalise_identity(raw: str, channel: str) -> Identity:
     return Identity("api", raw)
 
 
-def redact(identity: Identity) -> str:
-    """A log-safe form: kind and a short stable hash, never the address itself."""
+def redact(identity: Identity, key: bytes) -> str:
+    """A log-safe form: kind and a short hash keyed with the install's secret
+    (``Store.log_key``), stable across lines and daemons but not reversible by
+    hashing every phone number: never the address itself."""
     import hashlib
 
-    digest = hashlib.blake2s(identity.value.encode(), digest_size=5).hexdigest()
+    digest = hashlib.blake2s(identity.value.encode(), digest_size=6, key=key).hexdigest()
     return f"{identity.kind}:{digest}"
