@@ -292,7 +292,9 @@ class Daemon:
         senders["api"] = api_sender
         closers.append(api_sender.close)
         adapters.append(
-            ApiAdapter(self.config, ingestor.ingest, self.metrics, lambda: self.accepting)
+            ApiAdapter(
+                self.config, ingestor.ingest, self.metrics, lambda: self.accepting, store=store
+            )
         )
         email = cfg.channels.email
         if email.enabled:

@@ -178,14 +178,17 @@ class ApiAdapter:
         ingest: IngestFn,
         metrics: Metrics,
         accepting: Callable[[], bool],
+        store: Store | None = None,
     ) -> None:
         self.get_config = get_config
         self.ingest = ingest
         self.metrics = metrics
         self.accepting = accepting
         self._token: tuple[Config | None, bytes] = (None, b"")
-        # Redis for reading replies, opened on the first GET (intake needs none).
-        self._store: Store | None = None
+        # Redis for reading replies: the daemon's own store when given, else
+        # one opened on the first GET (and closed at stop).
+        self._store: Store | None = store
+        self._own_store = store is None
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -197,7 +200,7 @@ class ApiAdapter:
         return None
 
     async def stop(self) -> None:
-        if self._store is not None:
+        if self._store is not None and self._own_store:
             await self._store.close()
             self._store = None
 
