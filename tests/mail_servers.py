@@ -231,6 +231,9 @@ class SmtpInbox:
     received: list[Any] = field(default_factory=list)
     controller: Any = None
     fail_next: list[int] = field(default_factory=list)  # SMTP codes to answer DATA with
+    # SMTP codes to answer RCPT with; the answer quotes the address, as servers do
+    refuse_rcpt_next: list[int] = field(default_factory=list)
+    attempts: list[str] = field(default_factory=list)  # Message-ID of every DATA, refused too
     # STARTTLS (required) with this certificate, and AUTH with this user:password
     cert: tuple[Path, Path] | None = None
     login: tuple[str, str] | None = None
@@ -243,7 +246,19 @@ class SmtpInbox:
         inbox = self
 
         class Handler:
+            async def handle_RCPT(
+                self, server: Any, session: Any, envelope: Any, address: str, options: Any
+            ) -> str:
+                if inbox.refuse_rcpt_next:
+                    code = inbox.refuse_rcpt_next.pop(0)
+                    return f"{code} 5.1.1 <{address}>: Recipient address rejected: User unknown"
+                envelope.rcpt_tos.append(address)
+                envelope.rcpt_options.extend(options)
+                return "250 OK"
+
             async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                head = email.message_from_bytes(envelope.content, policy=email.policy.compat32)
+                inbox.attempts.append(str(head.get("Message-ID", "")))
                 if inbox.fail_next:
                     code = inbox.fail_next.pop(0)
                     return f"{code} try later" if code < 500 else f"{code} mailbox unavailable"

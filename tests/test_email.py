@@ -621,6 +621,9 @@ async def test_smtp_failures_retry_then_give_up_and_imap_reconnects(
             what="sent on the second attempt",
         )
         assert r.hget(f"router:delivery:{{{oid}}}", "attempts") == "2"
+        # issue 14: one Message-ID per outbox id, so a retry's duplicate can be matched up
+        first, second = smtp.attempts[-2:]
+        assert first == second == f"<{r.hget(f'router:delivery:{{{oid}}}', 'provider_id')}>"
         smtp.fail_next = [550]
         out = cli(daemon.config, "reply", entry["conversation_id"], "--text", "Again", "--json")
         failed = json.loads(out.stdout)["outbox_id"]
@@ -629,6 +632,22 @@ async def test_smtp_failures_retry_then_give_up_and_imap_reconnects(
             what="refused for good",
         )
         assert "550" in r.hget(f"router:delivery:{{{failed}}}", "last_error")
+        # issue 14: a refused recipient is named in no ERROR line (the server quotes it)
+        smtp.refuse_rcpt_next = [550]
+        out = cli(daemon.config, "reply", entry["conversation_id"], "--text", "3rd", "--json")
+        refused = json.loads(out.stdout)["outbox_id"]
+        await until(
+            lambda: r.hget(f"router:delivery:{{{refused}}}", "status") == "failed",
+            what="recipient refused for good",
+        )
+        error = r.hget(f"router:delivery:{{{refused}}}", "last_error")
+        assert "550" in error and "User unknown" in error and "ana@" not in error
+        (dead_line,) = [
+            e for e in daemon.events("reply_dead_lettered") if e["outbox_id"] == refused
+        ]
+        assert "User unknown" in dead_line["reason"]
+        errors = [line for line in daemon.log().splitlines() if '"error"' in line]
+        assert errors and not [line for line in errors if "ana@customer.example" in line]
         # the IMAP server restarts (empty, same port): the watcher reconnects
         port = imap.port
         imap.stop()

@@ -11,10 +11,12 @@ outbox; a refused recipient (5xx) fails for good.
 
 from __future__ import annotations
 
+import hashlib
 import html
+import re
 from collections.abc import Callable
 from email.message import EmailMessage
-from email.utils import formataddr, formatdate, make_msgid
+from email.utils import formataddr, formatdate
 
 import aiosmtplib
 
@@ -24,6 +26,26 @@ from router.config import Config, SmtpSettings
 from router.model import OutboundMessage
 
 SENT_TTL = 30 * 86400  # how long a sent Message-ID maps to its outbox id (bounces)
+
+_ID_SAFE_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")
+_ADDRESS_RE = re.compile(r"<?[^\s<>@,;:\"'()\[\]]+@[^\s<>@,;:\"'()\[\]]+>?")
+
+
+class SmtpTemporaryError(Exception):
+    """The server refused for now (4xx, a dropped connection): the outbox retries."""
+
+
+def message_id(outbox_id: str, domain: str | None) -> str:
+    """The Message-ID of one outbox entry: the same on every attempt."""
+    local = outbox_id if _ID_SAFE_RE.fullmatch(outbox_id) else None
+    if local is None:  # an agent tool's own id: any characters, so hashed
+        local = hashlib.blake2s(outbox_id.encode(), digest_size=16).hexdigest()
+    return f"<{local}@{domain or 'router.invalid'}>"
+
+
+def redact(text: str) -> str:
+    """An SMTP error without the addresses servers quote in it."""
+    return _ADDRESS_RE.sub("<address>", text)
 
 
 def build(message: OutboundMessage, smtp: SmtpSettings) -> EmailMessage:
@@ -43,7 +65,7 @@ def build(message: OutboundMessage, smtp: SmtpSettings) -> EmailMessage:
     mail["Subject"] = subject or "Your message"
     mail["Date"] = formatdate(localtime=False)
     domain = smtp.message_id_domain or sender.rpartition("@")[2] or None
-    mail["Message-ID"] = make_msgid(domain=domain)
+    mail["Message-ID"] = message_id(message.id, domain)
     if message.in_reply_to:
         ref = message.in_reply_to.strip("<>")
         if "@" in ref:  # an e-mail Message-ID, not another channel's id
@@ -78,6 +100,10 @@ class SmtpSender:
         mail = build(message, smtp)
         port = smtp.port or {"tls": 465, "starttls": 587, "none": 25}[smtp.security]
         ctx = tls_context(smtp.verify_tls, smtp.ca_file)
+        sent_id = str(mail["Message-ID"]).strip("<>")
+        # Remembered before sending: a crash after the server took the mail
+        # must not leave its bounce unmatched (the retry sends the same id).
+        await self.ctx.state.put(f"sent:{sent_id}", message.id, ttl=SENT_TTL)
         try:
             await aiosmtplib.send(
                 mail,
@@ -91,14 +117,16 @@ class SmtpSender:
                 timeout=smtp.timeout,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
-            codes = [r.code for r in exc.recipients]
-            if all(500 <= c < 600 for c in codes):
-                raise PermanentSendError(f"recipient refused: {exc}") from None
-            raise
+            refusals = "; ".join(f"{r.code} {redact(r.message)}" for r in exc.recipients)
+            if all(500 <= r.code < 600 for r in exc.recipients):
+                raise PermanentSendError(f"recipient refused: {refusals}") from None
+            raise SmtpTemporaryError(f"recipient refused for now: {refusals}") from None
         except aiosmtplib.SMTPResponseException as exc:
             if 500 <= exc.code < 600 and exc.code != 554:
-                raise PermanentSendError(f"SMTP {exc.code}: {exc.message}") from None
-            raise
-        message_id = str(mail["Message-ID"]).strip("<>")
-        await self.ctx.state.put(f"sent:{message_id}", message.id, ttl=SENT_TTL)
-        return message_id
+                raise PermanentSendError(f"SMTP {exc.code}: {redact(exc.message)}") from None
+            raise SmtpTemporaryError(f"SMTP {exc.code}: {redact(exc.message)}") from None
+        except aiosmtplib.SMTPException as exc:
+            raise SmtpTemporaryError(f"{type(exc).__name__}: {redact(str(exc))}") from None
+        except ValueError as exc:  # aiosmtplib: characters no SMTP command may carry
+            raise PermanentSendError(f"refused before sending: {redact(str(exc))}") from None
+        return sent_id
