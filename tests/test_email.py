@@ -8,6 +8,7 @@ import asyncio
 import base64
 import itertools
 import json
+import os
 import subprocess
 import sys
 import time
@@ -20,7 +21,8 @@ import pytest
 import redis as redis_sync
 import yaml
 
-from router.mail import MailError, parse
+from router.adapters.imap import MailParser
+from router.mail import MailError, ParsedMail, parse
 from tests.mail_servers import DovecotServer, ImapServer, PymapServer, SmtpInbox
 from tests.support import FIXTURES, DaemonProcess, RedisServer, cli, free_port, write_config
 
@@ -516,6 +518,40 @@ async def test_mime_bombs_never_stall_the_daemon(tmp_path: Path, redis_server: R
             daemon.stop()
     finally:
         server.stop()
+
+
+def parse_or_misbehave(raw: bytes) -> ParsedMail:
+    """parse(), except that b"die" kills the worker and b"hang" never returns."""
+    if raw == b"die":
+        os._exit(3)
+    if raw == b"hang":
+        time.sleep(60)
+    return parse(raw)
+
+
+async def test_mail_parser_survives_a_dying_or_stuck_worker() -> None:
+    """A parse that kills its worker process or hangs is a dead-letter reason
+    for that mail alone; the mails parsed beside it and after it are read."""
+    parser = MailParser(workers=2, timeout=3.0, function=parse_or_misbehave)
+    await parser.start()
+    good = mail("ana@customer.example", "Fine", "A normal question")
+    try:
+        results = await asyncio.gather(
+            parser.parse(good), parser.parse(b"die"), parser.parse(good), return_exceptions=True
+        )
+        assert isinstance(results[1], MailError), results
+        assert "the parser process died on this message" in str(results[1])
+        assert [p.subject for p in results if isinstance(p, ParsedMail)] == ["Fine", "Fine"]
+        started = time.monotonic()
+        with pytest.raises(MailError, match="parsing took over 3 s"):
+            await parser.parse(b"hang")
+        assert time.monotonic() - started < 10
+        assert (await parser.parse(good)).subject == "Fine"
+        with pytest.raises(MailError, match="more than 1000 MIME parts"):
+            await parser.parse(many_parts_mail(1001))
+    finally:
+        await parser.stop()
+    assert parser._pool is None
 
 
 dovecot_only = pytest.mark.skipif(

@@ -175,9 +175,15 @@ class MailParser:
     parses run at once, so the timeout counts parse time, not queueing.
     """
 
-    def __init__(self, workers: int = PARSE_WORKERS, timeout: float = PARSE_TIMEOUT) -> None:
+    def __init__(
+        self,
+        workers: int = PARSE_WORKERS,
+        timeout: float = PARSE_TIMEOUT,
+        function: Callable[[bytes], ParsedMail] = parse,  # module-level: it is pickled
+    ) -> None:
         self.workers = max(1, min(workers, os.cpu_count() or 1))
         self.timeout = timeout
+        self.function = function
         self._pool: ProcessPoolExecutor | None = None
         self._slots = asyncio.Semaphore(self.workers)
         self._retry = asyncio.Lock()  # retries after a broken pool run one at a time
@@ -214,7 +220,7 @@ class MailParser:
             if self._pool is None:
                 self._pool = self._new_pool()
             pool = self._pool
-            future = asyncio.get_running_loop().run_in_executor(pool, parse, raw)
+            future = asyncio.get_running_loop().run_in_executor(pool, self.function, raw)
             try:
                 return await asyncio.wait_for(future, self.timeout)
             except TimeoutError:
