@@ -425,3 +425,38 @@ async def test_twilio_errors_are_retried_or_refused(
         what="sent after a retry",
     )
     assert d["attempts"] == "2"
+
+
+async def test_media_count_and_recording_duration_are_parsed_strictly(
+    phone: Phone, redis_server: RedisServer
+) -> None:
+    """Issue 14: a signed ``NumMedia=abc`` gave a 500, and ``NumMedia=5000000``
+    held the event loop for 0.6 s looping over the caller's count."""
+    r = redis_server.client()
+    bad = {"abc": "abc", "huge": "5000000", "eleven": "11", "negative": "-1", "spaced": " 1_0 "}
+    for name, value in bad.items():
+        resp = await phone.sms("+37129123456", f"media {name}", NumMedia=value)
+        assert resp.status == 400, (name, resp.status)
+    refused = phone.daemon.events("twilio_webhook_refused")
+    assert len(refused) == len(bad) and all("NumMedia" in e["reason"] for e in refused)
+    assert "+37129123456" not in phone.daemon.log()  # the reason names the field, not the sender
+    silly = {"CallSid": "CA" + "9" * 32, "From": "+37129123456", "To": OUR_NUMBER}
+    for duration in ("abc", "99999999999999999999"):
+        resp = await phone.post(
+            "/twilio/voice/recorded",
+            {**silly, "RecordingUrl": "https://x/RE9", "RecordingDuration": duration},
+        )
+        assert resp.status == 400
+    # Twilio's most: ten media; a MediaUrl beyond the count is not an attachment
+    media = {f"MediaUrl{i}": f"https://api.twilio.com/media/ME{i}" for i in range(11)}
+    types = {f"MediaContentType{i}": "image/jpeg" for i in range(11)}
+    ok = await phone.sms("+37129123456", "", NumMedia="10", **media, **types)
+    assert ok.status == 200
+    queues = ("support-in", "support-lv", "general")
+    (entry,) = await until(
+        lambda: [e for q in queues for e in entries(r, q)], what="the MMS routed"
+    )
+    assert entry["channel"] == "mms"
+    stored = r.hgetall(f"router:msg:{{{entry['message_id']}}}")
+    urls = [a["url"] for a in json.loads(stored["attachments"])]
+    assert urls == [f"https://api.twilio.com/media/ME{i}" for i in range(10)]

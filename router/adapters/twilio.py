@@ -57,6 +57,8 @@ CONSENT = {
     **dict.fromkeys(("HELP", "INFO"), "help"),
 }
 SID_TTL = 7 * 86400  # how long a sent message's sid maps to its outbox id
+MAX_MEDIA = 10  # Twilio sends at most 10 media per message (MediaUrl0..MediaUrl9)
+MAX_RECORDING_SECONDS = 4 * 3600  # Twilio records at most 4 hours
 
 
 #: The answer to an SMS webhook (replies go through the REST API): built once.
@@ -65,6 +67,24 @@ EMPTY_MESSAGING_RESPONSE = str(MessagingResponse())
 
 def twiml(body: str, status: int = 200) -> web.Response:
     return web.Response(text=body, status=status, content_type="text/xml")
+
+
+class BadParameter(ValueError):
+    """A signed webhook parameter that is not what Twilio sends; the text says why."""
+
+
+def whole_number(params: dict[str, str], name: str, most: int) -> int:
+    """``params[name]`` as a whole number from 0 to ``most`` (absent or empty: 0).
+
+    Strict: only ASCII digits (``int()`` also takes ``" 1_0 "`` and Arabic-Indic digits),
+    at most as many as ``most`` has, so nothing is converted at length.
+    """
+    raw = params.get(name, "")
+    if not raw:
+        return 0
+    if len(raw) > len(str(most)) or not (raw.isascii() and raw.isdigit()) or int(raw) > most:
+        raise BadParameter(f"{name} must be a whole number from 0 to {most}, not {raw[:20]!r}")
+    return int(raw)
 
 
 def split_text(text: str, limit: int = SMS_LIMIT) -> list[str]:
@@ -175,6 +195,13 @@ class TwilioAdapter:
         log.debug("twilio_stored", message_id=result.id, duplicate=result.duplicate)
         return None
 
+    @staticmethod
+    def _bad_parameter(request: web.Request, sid: str, exc: BadParameter) -> web.Response:
+        """A signed request Twilio would never send: 400 with the reason, one log line
+        (signed, so only Twilio or a holder of the auth token can send one)."""
+        log.warning("twilio_webhook_refused", path=request.path, sid=sid[:64], reason=str(exc))
+        return web.Response(status=400, text=str(exc))
+
     # -- messages ------------------------------------------------------------------
     async def sms(self, request: web.Request) -> web.Response:
         params = await self._form(request)
@@ -187,10 +214,15 @@ class TwilioAdapter:
         phone = normalise_phone(sender)
         if phone is None:
             return web.Response(status=400, text="From is not a phone number")
+        try:
+            # a count the caller gives: bounded before anything iterates over it
+            media = whole_number(params, "NumMedia", MAX_MEDIA)
+        except BadParameter as exc:
+            return self._bad_parameter(request, sid, exc)
         channel = (
             "whatsapp"
             if sender.lower().startswith("whatsapp:")
-            else ("mms" if int(params.get("NumMedia", "0") or 0) > 0 else "sms")
+            else ("mms" if media > 0 else "sms")
         )
         body = params.get("Body", "")
         meta = {"our_address": params.get("To", ""), "provider": "twilio"}
@@ -199,7 +231,7 @@ class TwilioAdapter:
             meta["consent"] = consent
         attachments = [
             {"url": params[f"MediaUrl{i}"], "content_type": params.get(f"MediaContentType{i}", "")}
-            for i in range(int(params.get("NumMedia", "0") or 0))
+            for i in range(media)
             if f"MediaUrl{i}" in params
         ]
         message = InboundMessage(
@@ -266,7 +298,10 @@ class TwilioAdapter:
             return params
         call = params.get("CallSid", "")
         url = params.get("RecordingUrl", "")
-        duration = int(params.get("RecordingDuration", "0") or 0)
+        try:
+            duration = whole_number(params, "RecordingDuration", MAX_RECORDING_SECONDS)
+        except BadParameter as exc:
+            return self._bad_parameter(request, call, exc)
         if call and url and duration >= 1:
             await self.ctx.state.put(
                 f"voicemail:{call}",
