@@ -460,3 +460,49 @@ async def test_media_count_and_recording_duration_are_parsed_strictly(
     stored = r.hgetall(f"router:msg:{{{entry['message_id']}}}")
     urls = [a["url"] for a in json.loads(stored["attachments"])]
     assert urls == [f"https://api.twilio.com/media/ME{i}" for i in range(10)]
+
+
+async def test_a_flood_of_forged_webhooks_logs_a_few_lines_and_counts_them_all(
+    phone: Phone,
+) -> None:
+    """Issue 14: ``twilio_signature_rejected`` was one WARNING per request."""
+    semaphore = asyncio.Semaphore(20)
+
+    async def forged(i: int) -> int:
+        async with semaphore:
+            resp = await phone.sms("+37129123456", f"forged {i}", token="not-the-token")
+            return resp.status
+
+    statuses = await asyncio.gather(*(forged(i) for i in range(1000)))
+    assert set(statuses) == {403}
+    lines = phone.daemon.events("twilio_signature_rejected")
+    # the first at once, then at most one a minute (the test takes seconds)
+    assert 1 <= len(lines) <= 2, len(lines)
+    assert lines[0]["refused_total"] == 1 and lines[0]["level"] == "warning"
+    # every refusal is counted on /metrics
+    async with phone.http.get(f"{phone.daemon.url}/metrics") as resp:
+        metrics = await resp.text()
+    assert 'router_adapter_state{adapter="twilio",name="signatures_rejected"} 1000.0' in metrics
+    assert (await phone.sms("+37129123456", "still served")).status == 200
+
+
+def test_refusal_log_is_bounded_and_keeps_the_count() -> None:
+    from router.adapters.twilio import RefusalLog
+
+    class Lines:
+        def __init__(self) -> None:
+            self.lines: list[tuple[str, dict[str, Any]]] = []
+
+        def warning(self, event: str, **fields: Any) -> None:
+            self.lines.append((event, fields))
+
+    now = [0.0]
+    logger = Lines()
+    refusals = RefusalLog(logger, "refused", every=60, clock=lambda: now[0])
+    for i in range(10_000):  # 100 a second for 100 s
+        now[0] = i / 100
+        refusals.refused(path="/twilio/sms")
+    assert refusals.total == 10_000
+    assert len(logger.lines) == 2  # at 0 s and at 60 s
+    assert [f["refused_since_last_line"] for _, f in logger.lines] == [1, 6000]
+    assert logger.lines[-1][1]["refused_total"] == 6001

@@ -59,6 +59,9 @@ CONSENT = {
 SID_TTL = 7 * 86400  # how long a sent message's sid maps to its outbox id
 MAX_MEDIA = 10  # Twilio sends at most 10 media per message (MediaUrl0..MediaUrl9)
 MAX_RECORDING_SECONDS = 4 * 3600  # Twilio records at most 4 hours
+# Forged or unsigned webhooks: the first is logged, then at most one line this often
+# (with how many were refused since), so a flood cannot flood the journal.
+REFUSALS_LOG_EVERY = 60.0
 
 
 #: The answer to an SMS webhook (replies go through the REST API): built once.
@@ -85,6 +88,40 @@ def whole_number(params: dict[str, str], name: str, most: int) -> int:
     if len(raw) > len(str(most)) or not (raw.isascii() and raw.isdigit()) or int(raw) > most:
         raise BadParameter(f"{name} must be a whole number from 0 to {most}, not {raw[:20]!r}")
     return int(raw)
+
+
+class RefusalLog:
+    """The log of refused requests (forged signatures): bounded, whatever the rate.
+
+    The first refusal is logged at once; after that at most one line every
+    ``every`` seconds, carrying how many were refused since the line before
+    (``refused_since_last_line``) and since the start (``refused_total``).
+    Unlike :class:`router.logs.Outage` nothing "recovers": a valid request in
+    between must not reopen the gate, or forged and valid requests
+    alternating would log a line each.
+    """
+
+    def __init__(
+        self, logger: Any, event: str, every: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.log, self.event, self.every, self.clock = logger, event, every, clock
+        self.total = 0
+        self._unlogged = 0
+        self._logged_at: float | None = None
+
+    def refused(self, **fields: Any) -> None:
+        self.total += 1
+        now = self.clock()
+        if self._logged_at is not None and now - self._logged_at < self.every:
+            self._unlogged += 1
+            return
+        self.log.warning(
+            self.event,
+            **fields,
+            refused_since_last_line=self._unlogged + 1,  # this one included
+            refused_total=self.total,
+        )
+        self._logged_at, self._unlogged = now, 0
 
 
 def split_text(text: str, limit: int = SMS_LIMIT) -> list[str]:
@@ -118,6 +155,9 @@ class TwilioAdapter:
         self.get_config = get_config
         self.ctx = ctx
         self._sweeper: asyncio.Task[None] | None = None
+        self.signature_refusals = RefusalLog(
+            log, "twilio_signature_rejected", every=REFUSALS_LOG_EVERY
+        )
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -140,6 +180,11 @@ class TwilioAdapter:
 
     def ready(self) -> tuple[bool, str]:
         return True, "ok"
+
+    def gauges(self) -> dict[str, float]:
+        """For /metrics (``router_adapter_state{adapter="twilio"}``): webhooks refused
+        for a forged or missing signature since start (the log lines are throttled)."""
+        return {"signatures_rejected": float(self.signature_refusals.total)}
 
     @property
     def settings(self) -> TwilioSettings:
@@ -174,8 +219,7 @@ class TwilioAdapter:
             # as Twilio's back end signs either (~26 us)
             or validator.validate(url, params, signature)
         ):
-            log.warning(
-                "twilio_signature_rejected",
+            self.signature_refusals.refused(
                 path=request.path,
                 signed=bool(signature),
                 action="answered 403 and stored nothing; if this is Twilio, check that "
