@@ -90,20 +90,21 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from router.explain import ExplainError, explain
-    from router.pipeline import clock_offset
+    from router.explain import ExplainError, check_at, explain
+    from router.pipeline import CLOCK_OFFSET_ENV, clock_offset
 
     cfg = _config(args, secrets="none")
     raw = sys.stdin.buffer.read()
     at = args.at
-    if at is None:  # decide on the daemon's routing clock
-        try:
-            offset = clock_offset()
-        except ValueError as exc:
-            raise CliError(str(exc)) from None
-        if offset:
-            at = datetime.fromtimestamp(time.time() + offset, UTC).isoformat()
     try:
+        if at is None:  # decide on the daemon's routing clock
+            try:
+                offset = clock_offset()
+            except ValueError as exc:
+                raise CliError(str(exc)) from None
+            if offset:
+                shifted = check_at(time.time() + offset, f"now + {CLOCK_OFFSET_ENV}")
+                at = datetime.fromtimestamp(shifted, UTC).isoformat()
         _print_json(explain(cfg, raw, at))
     except ExplainError as exc:
         raise CliError(str(exc)) from None

@@ -26,16 +26,38 @@ class ExplainError(ValueError):
     """Bad input to explain."""
 
 
+# The instants a decision can be explained at. Routing looks ahead up to a
+# year (the next opening of a closed team, a due time in business hours), and
+# Python's dates end with the year 9999: past this, that arithmetic overflows.
+EARLIEST_AT = datetime(1970, 1, 1, tzinfo=UTC).timestamp()
+LATEST_AT = datetime(9998, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+SUPPORTED_RANGE = "from 1970-01-01T00:00:00Z to 9998-12-31T23:59:59Z"
+
+
+def check_at(ts: float, what: str) -> float:
+    """``ts`` if a decision can be made at that instant, else ExplainError saying the range."""
+    if not EARLIEST_AT <= ts <= LATEST_AT:
+        raise ExplainError(f"{what} is outside the supported range, {SUPPORTED_RANGE}")
+    return ts
+
+
 def parse_at(value: str | None) -> float:
-    if not value:
+    """The ``--at`` instant (an ISO 8601 time with a UTC offset) as Unix seconds; now if None."""
+    if value is None:
         return time.time()
     try:
-        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        at = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise ExplainError(f"--at {value!r} is not an ISO 8601 time") from None
+        raise ExplainError(
+            f"--at {value[:64]!r} is not an ISO 8601 time with a UTC offset "
+            f"(e.g. 2026-11-23T09:30:00+05:30), {SUPPORTED_RANGE}"
+        ) from None
     if at.tzinfo is None:
-        raise ExplainError(f"--at {value!r} needs a UTC offset, e.g. 2026-11-23T09:30:00+05:30")
-    return at.timestamp()
+        raise ExplainError(
+            f"--at {value!r} needs a UTC offset, e.g. 2026-11-23T09:30:00+05:30 "
+            f"or 2026-11-23T04:00:00Z"
+        )
+    return check_at(at.timestamp(), f"--at {value!r}")
 
 
 def _iso(ts: float | None) -> str | None:
@@ -66,7 +88,14 @@ def explain(cfg: Config, raw: bytes, at: str | None = None) -> dict[str, Any]:
         conversation={k: str(v) for k, v in conversation.items()},
     )
     # show the acknowledgement as if the daemon could send on this channel
-    d = decide(Routing.build(cfg, frozenset({message.channel})), message, profile, now)
+    routing = Routing.build(cfg, frozenset({message.channel}))
+    try:
+        d = decide(routing, message, profile, now)
+    except OverflowError:  # a due time or next opening past the year 9999
+        raise ExplainError(
+            f"the decision at {_iso(now)} reaches past the year 9999; "
+            f"explain supports {SUPPORTED_RANGE.removeprefix('from ')}"
+        ) from None
     return {
         "queue": d.queue,
         "team": d.team,
