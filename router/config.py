@@ -367,6 +367,13 @@ class ChatSettings(Strict):
     # a visitor not connected for this long is "gone": replies also go by e-mail
     # (a transcript) when they gave an address
     away_after: Duration = 120.0
+    # a visitor token is good for this long after it was issued; every hello
+    # (the visitor coming back) gets a fresh one, so only an idle chat expires
+    token_ttl: Duration = Field(default=30 * 86400.0, gt=0)
+    # hellos being answered at once (their Redis work is batched); more are
+    # told to come back later (error "busy" with retry_after) instead of
+    # queueing on Redis: a restart's burst of widgets cannot starve other channels
+    max_pending_hellos: int = Field(default=200, ge=1)
 
     @model_validator(mode="after")
     def _secret(self) -> ChatSettings:

@@ -15,14 +15,24 @@ daemon -> visitor
     ``{"type": "email_ok", "email", "verified": false, "code_sent"}``
     ``{"type": "email_verified", "email"}``
     ``{"type": "error", "code", "message"}``             (the connection stays open)
+    ``{"type": "error", "code": "busy"|"unavailable", "message", "retry_after"}``
+                                                          (then closed: come back later)
 
-A visitor's token is their visitor id signed with HMAC-SHA256: a visitor can
-only ever resume their own chat. Every message pushed to a visitor is kept
-in a Redis stream, so after a reconnect the widget sends the last event it
-saw and gets everything after it; replies reach the socket on whichever
-daemon holds it (Redis pub/sub). The ``Origin`` of the page must be allowed;
-frames are size-limited and rate-limited per connection; a socket says
-``hello`` once.
+A visitor's token is their visitor id and its time of issue signed with
+HMAC-SHA256: a visitor can only ever resume their own chat, and only for
+``token_ttl`` after the token was issued (each hello issues a fresh one).
+Every message pushed to a visitor is kept in a Redis stream, so after a
+reconnect the widget sends the last event it saw and gets everything after
+it; replies reach the socket on whichever daemon holds it (Redis pub/sub).
+The ``Origin`` of the page must be allowed; frames are size-limited and
+rate-limited per connection; a socket says ``hello`` once.
+
+A burst of sockets (every open widget reconnects when the daemon restarts)
+holds no Redis connection per socket: their Redis work goes through one
+:class:`RedisBatch` (one pipeline per loop turn), and at most
+``max_pending_hellos`` hellos are answered at once; a few more wait a short
+turn, and the rest are told to come back after ``retry_after`` seconds (error
+``busy``, then the socket is closed with 1013, "try again later").
 
 An e-mail address a visitor types is a claim, not an identity (see
 router/profiles/claims.py): it becomes one of the visitor's identities only
@@ -36,6 +46,7 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import random
 import re
 import secrets
 import time
@@ -47,6 +58,7 @@ import orjson
 import structlog
 from aiohttp import WSMsgType, web
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from router.adapters.base import AdapterContext
@@ -69,21 +81,150 @@ MAX_EMAIL_CHARS = 254
 CODE_MAIL_WAIT = 10.0
 # most events one resume sends (the page's redraw after a reload included)
 RESUME_MAX = 200
+# most commands in one pipeline of the sockets' shared Redis work
+BATCH_MAX = 256
+# how long a hello waits for Redis before the visitor is told to come back
+HELLO_WAIT = 5.0
+# how long a hello over max_pending_hellos waits for a turn, and how many may
+# wait (per allowed pending hello), before the client is told to come back
+HELLO_QUEUE_WAIT = 2.0
+HELLO_QUEUE_FACTOR = 4
+# the range of the retry hint (seconds) given to a client told to come back:
+# spread, so that the clients turned away do not all come back at once
+RETRY_AFTER = (2, 10)
+# at most one log line this often for a warning any visitor can cause at will
+QUIET_LOG_EVERY = 60.0
+# close code: "try again later" (RFC 6455, registered 1013)
+TRY_AGAIN_LATER = 1013
 
 
-def sign_visitor(secret: str, visitor: str) -> str:
-    mac = hmac.new(secret.encode(), visitor.encode(), hashlib.sha256).digest()
-    return f"{visitor}.{base64.urlsafe_b64encode(mac).decode().rstrip('=')}"
+def sign_visitor(secret: str, visitor: str, issued: float | None = None) -> str:
+    """``{visitor}.{issued}.{mac}``: the visitor id and when the token was
+    issued (Unix seconds, default now), signed together."""
+    body = f"{visitor}.{int(time.time() if issued is None else issued)}"
+    mac = hmac.new(secret.encode(), body.encode(), hashlib.sha256).digest()
+    return f"{body}.{base64.urlsafe_b64encode(mac).decode().rstrip('=')}"
 
 
-def verify_token(secret: str, token: str) -> str | None:
-    """The visitor id a token names, if the token is genuine."""
-    visitor, _, _ = token.rpartition(".")
-    if not VISITOR_RE.fullmatch(visitor):
+def verify_token(
+    secret: str, token: str, ttl: float | None = None, now: float | None = None
+) -> str | None:
+    """The visitor id a token names, if the token is genuine (and, given
+    ``ttl``, issued at most ``ttl`` seconds before ``now``)."""
+    body, _, _ = token.rpartition(".")
+    visitor, _, issued = body.rpartition(".")
+    if not VISITOR_RE.fullmatch(visitor) or not re.fullmatch(r"[0-9]{1,12}", issued):
         return None
     # (as bytes: compare_digest refuses str with non-ASCII characters)
-    genuine = hmac.compare_digest(sign_visitor(secret, visitor).encode(), token.encode())
-    return visitor if genuine else None
+    expected = sign_visitor(secret, visitor, int(issued)).encode()
+    if not hmac.compare_digest(expected, token.encode()):
+        return None
+    if ttl is not None and (time.time() if now is None else now) - int(issued) > ttl:
+        return None
+    return visitor
+
+
+def retry_after() -> int:
+    """Seconds a client turned away should wait (spread over RETRY_AFTER)."""
+    return random.randint(*RETRY_AFTER)
+
+
+class QuietLog:
+    """A warning any visitor can cause at will (a forged token per request):
+    the first line at once, then at most one every ``every`` seconds, which
+    says how many were not logged since."""
+
+    def __init__(self, logger: Any, event: str, every: float = QUIET_LOG_EVERY) -> None:
+        self.log, self.event, self.every = logger, event, every
+        self._logged_at: float | None = None
+        self._unlogged = 0
+
+    def warning(self, **fields: Any) -> None:
+        now = time.monotonic()
+        if self._logged_at is not None and now - self._logged_at < self.every:
+            self._unlogged += 1
+            return
+        if self._logged_at is not None:
+            fields["not_logged_since_last"] = self._unlogged
+        self.log.warning(self.event, **fields)
+        self._logged_at, self._unlogged = now, 0
+
+
+_Command = Callable[[Pipeline], Any]
+
+
+class RedisBatch:
+    """The Redis work of many sockets, sent together.
+
+    Each caller adds one command; the commands queued while a pipeline is
+    in flight go in the next one (up to ``BATCH_MAX``), and one pipeline is
+    in flight at a time. So a thousand sockets saying hello at once cost a
+    few round trips on one pooled connection, instead of a connection each
+    (a pool of 64 ran out at the 65th socket: issue 14)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._pending: list[tuple[_Command, asyncio.Future[Any]]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="chat-redis-batch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for _, fut in self._pending:
+            if not fut.done():
+                fut.set_exception(ConnectionError("chat is stopping"))
+        self._pending.clear()
+
+    async def run(self, command: _Command) -> Any:
+        """Add one command (``lambda pipe: pipe.get(key)``); its result, or
+        the Redis error raised."""
+        if self._task is None:  # not started (tests, CLI): its own round trip
+            pipe = self.redis.pipeline(transaction=False)
+            command(pipe)
+            return (await pipe.execute())[0]
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((command, fut))
+        self._wakeup.set()
+        return await fut
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                # (a caller gone meanwhile, e.g. a closed socket, is skipped)
+                batch = [(c, f) for c, f in self._pending[:BATCH_MAX] if not f.done()]
+                del self._pending[:BATCH_MAX]
+                if batch:
+                    await self._send(batch)
+
+    async def _send(self, batch: list[tuple[_Command, asyncio.Future[Any]]]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for command, _ in batch:
+            command(pipe)
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # Redis away: every caller hears it
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        for (_, fut), result in zip(batch, results, strict=True):
+            if fut.done():
+                continue
+            if isinstance(result, Exception):
+                fut.set_exception(result)
+            else:
+                fut.set_result(result)
 
 
 class Bucket:
@@ -112,6 +253,9 @@ class ChatHub:
         self.prefix = prefix
         self.channel = f"{prefix}chat:push"
         self.sockets: dict[str, set[web.WebSocketResponse]] = {}
+        # the sockets' own Redis work (presence, resume reads, their messages
+        # kept for a redraw) shares this: no connection per socket
+        self.batch = RedisBatch(redis)
         # resubscribing once a second while Redis is down: a few lines, not one a second
         self._listener_outage = Outage(
             log, "chat_push_listener_restarting", "chat_push_listener_resumed"
@@ -135,12 +279,27 @@ class ChatHub:
             await self.redis.publish(self.channel, orjson.dumps({"v": visitor, "id": event_id}))
         return str(event_id)
 
+    async def keep(self, visitor: str, event: dict[str, Any], keep: int, ttl: float) -> None:
+        """Add a visitor's own message to their stream (not announced: their
+        socket has it), through the shared batch."""
+        key = self.events_key(visitor)
+        data = {"e": orjson.dumps(event)}
+        await asyncio.gather(
+            self.batch.run(lambda p: p.xadd(key, data, maxlen=keep, approximate=True)),
+            self.batch.run(lambda p: p.expire(key, int(ttl))),
+        )
+
+    async def set_online(self, visitor: str, away_after: float) -> None:
+        key = self.online_key(visitor)
+        await self.batch.run(lambda p: p.set(key, "1", ex=int(away_after)))
+
     async def since(self, visitor: str, last: str | None) -> list[tuple[str, dict[str, Any]]]:
         """The events after ``last`` (all kept ones without it), at most the
         latest ``RESUME_MAX``: one resume costs a bounded amount of traffic."""
         start = f"({last}" if last else "-"
-        rows = await self.redis.xrevrange(
-            self.events_key(visitor), max="+", min=start, count=RESUME_MAX
+        key = self.events_key(visitor)
+        rows = await self.batch.run(
+            lambda p: p.xrevrange(key, max="+", min=start, count=RESUME_MAX)
         )
         return [(i, orjson.loads(f["e"])) for i, f in reversed(rows)]
 
@@ -168,13 +327,16 @@ class ChatHub:
                 if note.get("type") != "message":
                     continue
                 data = orjson.loads(note["data"])
-                for ws in list(self.sockets.get(data["v"], ())):
-                    rows = await self.redis.xrange(
-                        self.events_key(data["v"]), data["id"], data["id"]
-                    )
-                    for event_id, fields in rows:
+                sockets = list(self.sockets.get(data["v"], ()))
+                if not sockets:  # (the visitor's socket is on another daemon)
+                    continue
+                # one read per event, whatever the number of the visitor's tabs
+                rows = await self.redis.xrange(self.events_key(data["v"]), data["id"], data["id"])
+                for event_id, fields in rows:
+                    frame = _event_frame(event_id, orjson.loads(fields["e"]))
+                    for ws in sockets:
                         with contextlib.suppress(ConnectionError, RuntimeError):
-                            await ws.send_str(_event_frame(event_id, orjson.loads(fields["e"])))
+                            await ws.send_str(frame)
         finally:
             await pubsub.aclose()
 
@@ -195,6 +357,18 @@ class ChatAdapter:
         self.claims = EmailClaims(hub.redis, Keys(hub.prefix))
         self._listener: asyncio.Task[None] | None = None
         self._presence: asyncio.Task[None] | None = None
+        # hellos being answered now (at most max_pending_hellos, read at start)
+        # and waiting for a turn
+        self.hello_slots = asyncio.Semaphore(self.settings.max_pending_hellos)
+        self.pending_hellos = 0
+        self.waiting_hellos = 0
+        # the claims' own Redis calls (a few round trips each) at once: a
+        # burst of e-mail frames waits here, not on the daemon's shared pool
+        self.claim_slots = asyncio.Semaphore(8)
+        self.token_refused = QuietLog(log, "chat_token_refused")
+        self.busy_log = QuietLog(log, "chat_busy")
+        # Redis trouble seen by sockets: a few lines, not one per socket
+        self.redis_outage = Outage(log, "chat_redis_unavailable", "chat_redis_recovered")
 
     @property
     def settings(self) -> ChatSettings:
@@ -213,6 +387,7 @@ class ChatAdapter:
         ]
 
     async def start(self) -> None:
+        self.hub.batch.start()
         self._listener = asyncio.create_task(self.hub.listen(), name="chat-push")
         self._presence = asyncio.create_task(self._keep_online(), name="chat-presence")
 
@@ -220,9 +395,14 @@ class ChatAdapter:
         """Visitors with a socket open here stay "online" (replies are not e-mailed)."""
         while True:
             away = self.settings.away_after
+            visitors = list(self.hub.sockets)
             with contextlib.suppress(Exception):
-                for visitor in list(self.hub.sockets):
-                    await self.hub.redis.set(self.hub.online_key(visitor), "1", ex=int(away))
+                # pipelined: ten thousand visitors are a few round trips
+                for i in range(0, len(visitors), BATCH_MAX):
+                    pipe = self.hub.redis.pipeline(transaction=False)
+                    for visitor in visitors[i : i + BATCH_MAX]:
+                        pipe.set(self.hub.online_key(visitor), "1", ex=int(away))
+                    await pipe.execute()
             await asyncio.sleep(max(1.0, away / 3))
 
     async def stop(self) -> None:
@@ -234,6 +414,7 @@ class ChatAdapter:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        await self.hub.batch.stop()
 
     def ready(self) -> tuple[bool, str]:
         alive = self._listener is not None and not self._listener.done()
@@ -267,6 +448,17 @@ class ChatAdapter:
         session = Session(self, ws)
         try:
             await session.run()
+        except (RedisError, OSError, TimeoutError) as exc:
+            # Redis away or too slow: the visitor hears it and comes back
+            # later (its unacknowledged messages are re-sent), no traceback
+            self.redis_outage.failed(
+                error=f"{type(exc).__name__}: {exc}",
+                action="visitors are told to retry; check Redis",
+            )
+            with contextlib.suppress(Exception):
+                await session.come_back_later(
+                    "unavailable", "the chat cannot reach its store; trying again shortly"
+                )
         finally:
             session.close()
         return ws
@@ -294,6 +486,13 @@ class Session:
             orjson.dumps({"type": "error", "code": code, "message": message}).decode()
         )
 
+    async def come_back_later(self, code: str, message: str) -> None:
+        """Tell the client when to come back (``retry_after`` seconds, spread),
+        then close the socket ("try again later")."""
+        frame = {"type": "error", "code": code, "message": message, "retry_after": retry_after()}
+        await self.ws.send_str(orjson.dumps(frame).decode())
+        await self.ws.close(code=TRY_AGAIN_LATER, message=b"try again later")
+
     async def run(self) -> None:
         chat = self.adapter.settings
         async for msg in self.ws:
@@ -317,7 +516,9 @@ class Session:
                 # visitor (and a resume) per frame
                 await self.error("hello_once", "this chat has started; hello is sent once")
             elif kind == "hello":
-                await self.hello(frame)
+                await self.admit_hello(frame)
+                if self.visitor is None:
+                    return  # turned away (busy, bad token): the socket is closed
             elif self.visitor is None:
                 await self.error("hello_first", 'start with {"type": "hello"}')
             elif kind == "message":
@@ -331,30 +532,104 @@ class Session:
             else:
                 await self.error("unknown_type", f"unknown frame type {kind!r}")
 
+    async def admit_hello(self, frame: dict[str, Any]) -> None:
+        """Answer a hello, or tell the client to come back later when
+        ``max_pending_hellos`` are being answered already."""
+        adapter = self.adapter
+        if not await self._turn():
+            adapter.busy_log.warning(
+                pending=adapter.pending_hellos,
+                waiting=adapter.waiting_hellos,
+                action="visitors are told to retry in a few seconds; "
+                "raise channels.chat.max_pending_hellos if Redis has room",
+            )
+            await self.come_back_later("busy", "many visitors are connecting; trying again shortly")
+            return
+        adapter.pending_hellos += 1
+        try:
+            async with asyncio.timeout(HELLO_WAIT):
+                await self.hello(frame)
+        except TimeoutError:
+            self._leave()  # (not welcomed: nothing of it stays)
+            adapter.redis_outage.failed(
+                error=f"Redis did not answer a hello within {HELLO_WAIT:g}s",
+                action="visitors are told to retry; check Redis",
+            )
+            await self.come_back_later("busy", "the chat is slow to answer; trying again shortly")
+        except (RedisError, OSError) as exc:
+            self._leave()
+            adapter.redis_outage.failed(
+                error=f"{type(exc).__name__}: {exc}",
+                action="visitors are told to retry; check Redis",
+            )
+            await self.come_back_later(
+                "unavailable", "the chat cannot reach its store; trying again shortly"
+            )
+        else:
+            if self.visitor is not None:
+                adapter.redis_outage.ok()
+        finally:
+            adapter.pending_hellos -= 1
+            adapter.hello_slots.release()
+
+    async def _turn(self) -> bool:
+        """A turn among the hellos answered at once: at once, or after a short
+        wait in a bounded line; False: come back later."""
+        adapter = self.adapter
+        if not adapter.hello_slots.locked():
+            await adapter.hello_slots.acquire()
+            return True
+        if adapter.waiting_hellos >= HELLO_QUEUE_FACTOR * adapter.settings.max_pending_hellos:
+            return False
+        adapter.waiting_hellos += 1
+        try:
+            async with asyncio.timeout(HELLO_QUEUE_WAIT):
+                await adapter.hello_slots.acquire()
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            adapter.waiting_hellos -= 1
+
     async def hello(self, frame: dict[str, Any]) -> None:
         chat = self.adapter.settings
         assert chat.secret is not None
         token = frame.get("token")
         if token:
-            visitor = verify_token(chat.secret.value, str(token))
+            visitor = verify_token(chat.secret.value, str(token), ttl=chat.token_ttl)
             if visitor is None:
-                log.warning(
-                    "chat_token_refused",
-                    action="a forged or foreign token; the visitor starts a new chat",
+                expired = verify_token(chat.secret.value, str(token)) is not None
+                self.adapter.token_refused.warning(
+                    reason="expired" if expired else "not genuine",
+                    action="the visitor starts a new chat"
+                    + ("" if expired else "; a forged or foreign token"),
                 )
-                await self.error("bad_token", "this token is not valid; starting a new chat")
+                why = "this chat has expired" if expired else "this token is not valid"
+                await self.error("bad_token", f"{why}; starting a new chat")
                 await self.ws.close(code=4401, message=b"bad token")
                 return
         else:
             visitor = "v_" + secrets.token_urlsafe(18)
-        self.visitor = visitor
         tz, locale = frame.get("timezone"), frame.get("locale")
-        self.hints = Hints(
+        hints = Hints(
             timezone=tz if isinstance(tz, str) and len(tz) < 64 else None,
             locale=locale if isinstance(locale, str) and len(locale) < 32 else None,
         )
-        self.adapter.hub.sockets.setdefault(visitor, set()).add(self.ws)
-        await self._online()
+        last = frame.get("last_seen")
+        last = last if isinstance(last, str) and re.fullmatch(r"\d+-\d+", last) else None
+        hub = self.adapter.hub
+        # presence and the resume read go in the sockets' shared pipeline;
+        # resume: what was pushed after what the widget saw; without
+        # last_seen (a reloaded page) the kept conversation, to redraw it
+        online = hub.set_online(visitor, chat.away_after)
+        if token:
+            _, events = await asyncio.gather(online, hub.since(visitor, last))
+        else:
+            await online
+            events = []
+        self.visitor, self.hints = visitor, hints
+        hub.sockets.setdefault(visitor, set()).add(self.ws)
+        # a fresh token: a visitor who comes back keeps their chat for token_ttl more
         await self.ws.send_str(
             orjson.dumps(
                 {
@@ -364,20 +639,14 @@ class Session:
                 }
             ).decode()
         )
-        last = frame.get("last_seen")
-        last = last if isinstance(last, str) and re.fullmatch(r"\d+-\d+", last) else None
-        # resume: what was pushed after what the widget saw; without
-        # last_seen (a reloaded page) the kept conversation, to redraw it
-        if token:
-            for event_id, event in await self.adapter.hub.since(visitor, last):
-                await self.ws.send_str(_event_frame(event_id, event))
+        for event_id, event in events:
+            await self.ws.send_str(_event_frame(event_id, event))
 
     async def _online(self) -> None:
+        """Presence, best effort (a message is stored whether or not it lands)."""
         assert self.visitor is not None
-        hub = self.adapter.hub
-        await hub.redis.set(
-            hub.online_key(self.visitor), "1", ex=int(self.adapter.settings.away_after)
-        )
+        with contextlib.suppress(RedisError, OSError):
+            await self.adapter.hub.set_online(self.visitor, self.adapter.settings.away_after)
 
     async def message(self, frame: dict[str, Any]) -> None:
         chat = self.adapter.settings
@@ -419,9 +688,7 @@ class Session:
             # page can draw both
             event = {"from": "visitor", "id": client_id, "text": text, "at": time.time()}
             with contextlib.suppress(RedisError, OSError):
-                await self.adapter.hub.push(
-                    self.visitor, event, chat.history, chat.history_ttl, publish=False
-                )
+                await self.adapter.hub.keep(self.visitor, event, chat.history, chat.history_ttl)
         await self.ws.send_str(
             orjson.dumps(
                 {
@@ -453,11 +720,10 @@ class Session:
         assert self.visitor is not None and chat.secret is not None
         claims = self.adapter.claims
         try:
-            claim = (
-                await claims.start(chat.secret.value, self.visitor, email)
-                if self.adapter.can_mail()
-                else None
-            )
+            claim = None
+            if self.adapter.can_mail():
+                async with self.adapter.claim_slots:
+                    claim = await claims.start(chat.secret.value, self.visitor, email)
         except ClaimRefused as exc:
             await self.error(exc.code, exc.message)
             return
@@ -486,10 +752,13 @@ class Session:
         code_sent = False
         if claim is not None:
             try:
-                conversation = await claims.routed_conversation(result.id, CODE_MAIL_WAIT)
+                conversation = await claims.routed_conversation(
+                    result.id, CODE_MAIL_WAIT, read=self.adapter.hub.batch.run
+                )
                 if conversation is not None:
                     retention = int(self.adapter.get_config().routing.message_retention)
-                    await claims.mail_code(claim, conversation, retention)
+                    async with self.adapter.claim_slots:
+                        await claims.mail_code(claim, conversation, retention)
                     code_sent = True
             except (RedisError, OSError):
                 pass
@@ -520,7 +789,8 @@ class Session:
         assert self.visitor is not None and chat.secret is not None
         claims = self.adapter.claims
         try:
-            email = await claims.check(chat.secret.value, self.visitor, code)
+            async with self.adapter.claim_slots:
+                email = await claims.check(chat.secret.value, self.visitor, code)
         except ClaimRefused as exc:
             await self.error(exc.code, exc.message)
             return
@@ -543,12 +813,18 @@ class Session:
         )
         try:
             await self.adapter.ctx.ingest(message)
-            await claims.done(self.visitor)
+            async with self.adapter.claim_slots:
+                await claims.done(self.visitor)
         except (StoreUnavailable, RedisError, OSError):
             await self.error("unavailable", "could not store your address; please send it again")
             return
         self.email = email
         await self.ws.send_str(orjson.dumps({"type": "email_verified", "email": email}).decode())
+
+    def _leave(self) -> None:
+        """Forget this socket's visitor (a hello that did not finish)."""
+        self.close()
+        self.visitor = None
 
     def close(self) -> None:
         if self.visitor is not None:

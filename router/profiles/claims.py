@@ -30,9 +30,12 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from router.keys import Keys
 from router.model import OutboundMessage, new_id
@@ -210,14 +213,24 @@ class EmailClaims:
         await pipe.execute()
         return out.id
 
-    async def routed_conversation(self, message_id: str, timeout: float) -> str | None:
+    async def routed_conversation(
+        self,
+        message_id: str,
+        timeout: float,
+        read: Callable[[Callable[[Pipeline], Any]], Awaitable[Any]] | None = None,
+    ) -> str | None:
         """The conversation a just-ingested message was routed into (None if
-        routing did not get to it within ``timeout`` seconds)."""
+        routing did not get to it within ``timeout`` seconds). ``read`` runs
+        each poll's one command (the chat's shared batch: many sockets
+        waiting poll in one pipeline); without it, a round trip of its own."""
         key = self.keys.message(message_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            conversation = await self.redis.hget(key, "conversation_id")
+            if read is not None:
+                conversation = await read(lambda p: p.hget(key, "conversation_id"))
+            else:
+                conversation = await self.redis.hget(key, "conversation_id")
             if conversation:
                 return str(conversation)
             if loop.time() >= deadline:

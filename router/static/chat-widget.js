@@ -11,7 +11,10 @@
  * blink it asks only for what came after the last event seen. Messages the
  * server has not acknowledged yet are kept and re-sent (they carry their own
  * id, so a re-send is never a duplicate). An e-mail address the visitor
- * gives is confirmed with the code the server e-mails to it.
+ * gives is confirmed with the code the server e-mails to it. A server that
+ * is busy (every widget reconnecting after a restart) says when to come back
+ * (retry_after); the widget waits that long, jittered, so the widgets it
+ * turned away do not all come back in the same second.
  * Licence: GPL-3.0-or-later.
  */
 (function () {
@@ -136,9 +139,16 @@
   });
 
   var ws = null, retry = 0;
+  var comeBackAt = 0;   // a busy server asked us to wait until then (ms)
   var lastSeen = null;  // last event on screen; null after a reload: redraw it all
+  var timer = null;
+  function later(delay) {
+    if (timer) { clearTimeout(timer); }
+    timer = setTimeout(function () { timer = null; connect(); }, delay);
+  }
   function connect() {
     if (ws && (ws.readyState === 0 || ws.readyState === 1)) { return; }
+    if (Date.now() < comeBackAt) { later(comeBackAt - Date.now()); return; }
     status.textContent = "Connecting\u2026";
     ws = new WebSocket(wsUrl);
     ws.onopen = function () {
@@ -180,15 +190,25 @@
         emailMode("done", "Thank you: we will answer at " + f.email + ".");
       } else if (f.type === "error") {
         status.textContent = f.message;
+        if (f.retry_after) {
+          // busy or unavailable: the server closes the socket; come back after
+          // retry_after seconds, jittered (half to one and a half times it)
+          comeBackAt = Date.now() + f.retry_after * 1000 * (0.5 + Math.random());
+        }
         if (f.code === "bad_token") { state.token = null; lastSeen = null; save(state); }
         if (f.code === "no_code") { emailMode("email", "Your e-mail address:"); }
       }
     };
     ws.onclose = function () {
       if (panel.hidden) { return; }
-      status.textContent = "Reconnecting\u2026";
+      if (!status.textContent || Date.now() >= comeBackAt) {
+        status.textContent = "Reconnecting\u2026";
+      }
       retry = Math.min(retry + 1, 6);
-      setTimeout(connect, 500 * Math.pow(2, retry));
+      // exponential backoff, jittered, and never before a busy server's
+      // retry_after
+      var delay = 250 * Math.pow(2, retry) * (1 + Math.random());
+      later(Math.max(delay, comeBackAt - Date.now()));
     };
   }
 

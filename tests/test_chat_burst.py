@@ -1,0 +1,116 @@
+"""Every open widget says ``hello`` at once when the daemon restarts: a real
+daemon, real sockets. Each socket gets a welcome or a polite retry frame (none
+is dropped without a frame, no ERROR in the daemon's log), and the API keeps
+taking messages meanwhile (issue 14, item 3)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from router.adapters.chat import sign_visitor
+from tests.support import API_TOKEN, DaemonProcess, RedisServer
+from tests.test_chat import ORIGIN, SECRET, chat_config, start
+
+SOCKETS = 500
+POSTS = 60
+
+
+async def say_hello(
+    http: aiohttp.ClientSession, url: str, i: int, opened: list[int], go: asyncio.Event
+) -> str:
+    """One widget: open the socket, wait for everyone, say hello; the first
+    frame's type (and code for an error), or how the socket ended without one."""
+    ws = await http.ws_connect(f"{url}/chat/ws", headers={"Origin": ORIGIN})
+    opened.append(i)
+    try:
+        await go.wait()
+        # half come back with a token (a resume reads their stream), half are new
+        hello: dict[str, Any] = {"type": "hello", "timezone": "Europe/Riga"}
+        if i % 2:
+            hello["token"] = sign_visitor(SECRET, f"v_burst{i:05d}xxxxxxxxxxxx")
+        await ws.send_str(json.dumps(hello))
+        async with asyncio.timeout(30):
+            msg = await ws.receive()
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            return f"closed without a frame: {msg.type.name} {msg.data}"
+        frame = json.loads(msg.data)
+        if frame["type"] == "error":
+            assert frame["code"] == "busy", frame
+            assert 1 <= frame["retry_after"] <= 60, frame
+            # then the socket is closed: "try again later"
+            async with asyncio.timeout(10):
+                end = await ws.receive()
+            assert end.type == aiohttp.WSMsgType.CLOSE and end.data == 1013, end
+            return "busy"
+        return str(frame["type"])
+    finally:
+        await ws.close()
+
+
+async def post(http: aiohttp.ClientSession, url: str, i: int) -> int:
+    body = {"from": f"burst{i}@example.com", "text": f"where is order {i}?", "id": f"b{i}"}
+    async with http.post(
+        f"{url}/v1/messages",
+        json=body,
+        headers={"Authorization": f"Bearer {API_TOKEN}"},
+    ) as r:
+        return r.status
+
+
+@pytest.mark.parametrize(
+    "bound",
+    [
+        None,  # the default bound: a restart's burst is answered, batched
+        2,  # a tiny bound: most are told to come back, politely
+    ],
+)
+async def test_500_hellos_at_once_get_a_frame_each_and_the_api_keeps_accepting(
+    tmp_path: Path, redis_server: RedisServer, bound: int | None
+) -> None:
+    path, port = chat_config(tmp_path, redis_server.url)
+    if bound is not None:
+        config = yaml.safe_load(path.read_text())
+        config["channels"]["chat"]["max_pending_hellos"] = bound
+        path.write_text(yaml.safe_dump(config))
+    daemon: DaemonProcess = start(path, port)
+    try:
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            go, opened = asyncio.Event(), []
+            hellos = [
+                asyncio.create_task(say_hello(http, daemon.url, i, opened, go))
+                for i in range(SOCKETS)
+            ]
+            # every socket open before anyone speaks: one burst, as after a restart
+            async with asyncio.timeout(60):
+                while len(opened) < SOCKETS:
+                    await asyncio.sleep(0.05)
+            began = time.monotonic()
+            go.set()
+            posts = [asyncio.create_task(post(http, daemon.url, i)) for i in range(POSTS)]
+            outcomes = Counter(await asyncio.gather(*hellos))
+            took = time.monotonic() - began
+            statuses = Counter(await asyncio.gather(*posts))
+        print(f"{SOCKETS} hellos in {took:.2f}s: {dict(outcomes)}; api: {dict(statuses)}")
+        assert set(outcomes) <= {"welcome", "busy"}, outcomes
+        assert outcomes["welcome"] > 0
+        if bound is not None:
+            assert outcomes["busy"] > 0
+            # turned away visitors are a warning, at most a line a minute
+            assert len(daemon.events("chat_busy")) == 1
+        assert statuses == Counter({202: POSTS}), statuses
+        log = daemon.log()
+        assert '"level":"error"' not in log, log[-4000:]
+        assert "Traceback" not in log, log[-4000:]
+        assert "MaxConnectionsError" not in log
+    finally:
+        daemon.stop()
