@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -414,3 +415,50 @@ async def test_frames_outside_the_message_rate_are_bounded_too(
             await asyncio.sleep(0.05)
         assert await open_sockets(http, chat) == 0
     assert "Traceback" not in chat.log()
+
+
+def test_tokens_expire_token_ttl_after_they_were_issued() -> None:
+    """Issue 14 item 8: a visitor token is good for ``token_ttl`` after issue."""
+    visitor, day = "v_" + "a" * 24, 86400.0
+    now = 1_800_000_000.0
+    token = sign_visitor(SECRET, visitor, issued=now - 29 * day)
+    assert verify_token(SECRET, token, ttl=30 * day, now=now) == visitor
+    assert verify_token(SECRET, token, ttl=28 * day, now=now) is None
+    assert verify_token(SECRET, token) == visitor  # genuine, whatever its age
+    # the issue time is signed: moving it forward breaks the signature
+    body, _, mac = token.rpartition(".")
+    later = f"{body.rpartition('.')[0]}.{int(now)}.{mac}"
+    assert verify_token(SECRET, later, ttl=30 * day, now=now) is None
+    # only ASCII digits (int() would take other scripts' digits)
+    assert verify_token(SECRET, f"{visitor}.١٢٣.{mac}") is None
+    # tokens of the old form (no issue time) never expired: they are refused
+    assert verify_token(SECRET, f"{visitor}.{mac}") is None
+
+
+async def test_an_expired_token_starts_a_new_chat_a_returning_one_is_refreshed(
+    chat: DaemonProcess, redis_server: RedisServer
+) -> None:
+    """The default token_ttl is 30 days; every hello issues a fresh token, so
+    only a visitor away for longer loses their chat. Refused tokens (expired or
+    forged, one per request) are logged at most once a minute."""
+    day = 86400.0
+    visitor = "v_" + "r" * 24
+    async with aiohttp.ClientSession() as http:
+        back = sign_visitor(SECRET, visitor, issued=time.time() - 29 * day)
+        _, welcome = await connect(http, chat, token=back)
+        assert welcome["visitor"] == visitor
+        issued = int(welcome["token"].rsplit(".", 2)[1])
+        assert abs(issued - time.time()) < 60  # refreshed: 30 more days
+        assert verify_token(SECRET, welcome["token"], ttl=30 * day) == visitor
+
+        gone = sign_visitor(SECRET, visitor, issued=time.time() - 31 * day)
+        for token in [gone] + [sign_visitor("guessed", f"v_{i:024d}") for i in range(20)]:
+            ws = await http.ws_connect(f"{chat.url}/chat/ws", headers={"Origin": ORIGIN})
+            await ws.send_str(json.dumps({"type": "hello", "token": token}))
+            err = json.loads((await ws.receive()).data)
+            assert err["code"] == "bad_token"
+            if token is gone:
+                assert err["message"] == "this chat has expired; starting a new chat"
+            assert (await ws.receive()).data == 4401
+    refused = chat.events("chat_token_refused")
+    assert len(refused) == 1 and refused[0]["reason"] == "expired", refused
