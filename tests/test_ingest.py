@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 import pytest
 
 from router.config import Config
@@ -11,7 +12,7 @@ from router.ingest import Ingestor, StoreUnavailable
 from router.keys import INGEST_GROUP
 from router.model import Identity, InboundMessage
 from router.store import Store
-from tests.support import RedisServer
+from tests.support import API_TOKEN, DaemonProcess, RedisServer
 
 
 def msg(
@@ -119,3 +120,82 @@ async def test_groups_exist_for_every_partition(store: Store) -> None:
     for p in range(store.partitions):
         groups = await store.redis.xinfo_groups(store.keys.ingest(p))
         assert [g["name"] for g in groups] == [INGEST_GROUP]
+
+
+# -- what the generic API lets in (issue 14: NUL in `from`, "api\n" as a channel) --
+
+CONTROL_CASES = [
+    ("from", {"from": "ana\x00@example.com"}, "U+0000"),
+    ("from", {"from": "ana@example.com\n"}, "U+000A"),
+    ("from", {"from": "\x1b[31mroot"}, "U+001B"),
+    ("name", {"name": "Ana\x00Admin"}, "U+0000"),
+    ("name", {"name": "Ana\u2028Admin"}, "U+2028"),
+    ("subject", {"subject": "Order 7\r\nBcc: all@example.com"}, "U+000D"),
+    ("subject", {"subject": "late\x85"}, "U+0085"),
+    ("channel", {"channel": "api\n"}, "U+000A"),
+    ("channel", {"channel": "api\x00"}, "U+0000"),
+    ("id", {"id": "ticket-1\x00"}, "U+0000"),
+    ("identities", {"identities": ["+34600000000\x00"]}, "U+0000"),
+    ("references", {"references": ["ticket-0\n"]}, "U+000A"),
+    ("hints.timezone", {"hints": {"timezone": "Asia/Tokyo\x00"}}, "U+0000"),
+]
+
+
+@pytest.mark.parametrize(("field", "change", "char"), CONTROL_CASES)
+def test_api_refuses_control_characters_naming_the_field(
+    field: str, change: dict, char: str
+) -> None:
+    from router.adapters.api import BadRequest, parse_message
+
+    body = {"from": "ana@example.com", "text": "Where is my order?", **change}
+    with pytest.raises(BadRequest) as refused:
+        parse_message(orjson.dumps(body), 10_000)
+    assert f"field {field!r} must not contain control characters ({char}" in str(refused.value)
+
+
+def test_api_channel_is_matched_whole_and_text_keeps_its_lines() -> None:
+    from router.adapters.api import _CHANNEL_RE, parse_message
+
+    assert _CHANNEL_RE.fullmatch("api") and not _CHANNEL_RE.fullmatch("api\n")
+    message = parse_message(
+        orjson.dumps({"from": "Ana@Example.com", "text": "line 1\n\tline 2\r\n", "name": "Ana"}),
+        10_000,
+    )
+    assert message.text == "line 1\n\tline 2\r\n" and message.sender.value == "ana@example.com"
+
+
+def test_an_email_address_with_control_characters_is_no_address() -> None:
+    """The other doors: an e-mail From (IMAP) and a chat claim go through
+    normalise_email; an address with a NUL or an escape must not become a key."""
+    from router.mail import parse
+    from router.profiles.identity import normalise_email
+
+    for bad in ("ana\x00@example.com", "Ana <a\x1bna@example.com>", "ana@exa\x7fmple.com"):
+        assert normalise_email(bad) is None, repr(bad)
+    assert normalise_email("Ana <Ana@Example.com>") == "ana@example.com"
+    raw = b"From: Ana <ana\x00@example.com>\r\nSubject: hi\r\nMessage-ID: <1@x>\r\n\r\nhello\r\n"
+    parsed = parse(raw)
+    assert parsed.sender is None  # the IMAP adapter dead-letters it: no usable From
+
+
+async def test_api_on_a_daemon_refuses_control_characters_and_stores_nothing(
+    daemon: DaemonProcess, redis_server: RedisServer
+) -> None:
+    import aiohttp
+
+    url = f"{daemon.url}/v1/messages"
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    async with aiohttp.ClientSession() as http:
+        for field, change, char in CONTROL_CASES:
+            body = {"from": "ana@example.com", "text": "hi", **change}
+            async with http.post(url, json=body, headers=auth) as r:
+                assert r.status == 400, (field, r.status)
+                error = (await r.json())["error"]
+                assert error.startswith(f"field {field!r} must not contain control"), error
+                assert char in error
+        async with http.post(
+            url, json={"from": "ana@example.com", "text": "ok"}, headers=auth
+        ) as r:
+            assert r.status == 202
+    r = redis_server.client()
+    assert sum(r.xlen(f"router:ingest:{{{p}}}") for p in range(4)) == 1

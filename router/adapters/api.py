@@ -51,7 +51,12 @@ from router.store import Store
 
 log = structlog.get_logger("router.api")
 
-_CHANNEL_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
+_CHANNEL_RE = re.compile(r"[a-z0-9_-]{1,32}")  # (fullmatch: "$" would let "api\n" in)
+# Control characters (C0, DEL, C1) and the Unicode line and paragraph separators:
+# refused in every field that names someone or something, as they would reach a
+# Redis key (an identity, a dedup key), a log line or an e-mail header. The
+# message text keeps its newlines and tabs.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _FIELDS = {
     "from",
     "text",
@@ -69,7 +74,7 @@ MAX_ID_CHARS = 256
 # this many timeline entries (a long conversation is read in pages).
 REPLIES_LIMIT = 100
 REPLIES_SCAN = 1000
-_POSITION_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
+_POSITION_RE = re.compile(r"\d{1,20}-\d{1,20}")  # (fullmatch)
 # Delivery states a reply does not leave by itself (failed: dead-lettered).
 _SETTLED = frozenset({"sent", "delivered", "failed"})  # (or expired: an empty hash)
 
@@ -78,13 +83,24 @@ class BadRequest(ValueError):
     """The request body is not a valid message; the text says why."""
 
 
+def _no_control(name: str, value: str) -> str:
+    """``value``, or BadRequest naming the field and the first control character in it."""
+    found = _CONTROL_RE.search(value)
+    if found is not None:
+        raise BadRequest(
+            f"field {name!r} must not contain control characters "
+            f"(U+{ord(found.group()):04X} at position {found.start()})"
+        )
+    return value
+
+
 def _string_list(data: dict[str, Any], name: str, most: int, longest: int) -> list[str]:
     value = data.get(name) or []
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
         raise BadRequest(f"field {name!r} must be a list of non-empty strings")
     if len(value) > most or any(len(v) > longest for v in value):
         raise BadRequest(f"field {name!r}: at most {most} strings of {longest} characters")
-    return [v.strip() for v in value]
+    return [_no_control(name, v).strip() for v in value]
 
 
 def json_response(data: Any, status: int = 200, **headers: str) -> web.Response:
@@ -114,7 +130,9 @@ def parse_message(body: bytes, max_text_chars: int) -> InboundMessage:
             f"unknown field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_FIELDS))}"
         )
 
-    def text_field(name: str, required: bool = False, limit: int = 1000) -> str | None:
+    def text_field(
+        name: str, required: bool = False, limit: int = 1000, control: bool = False
+    ) -> str | None:
         value = data.get(name)
         if value is None:
             if required:
@@ -128,12 +146,12 @@ def parse_message(body: bytes, max_text_chars: int) -> InboundMessage:
             raise BadRequest(f"field {name!r} must not be empty")
         if len(value) > limit:
             raise BadRequest(f"field {name!r} is {len(value)} characters; the limit is {limit}")
-        return value
+        return value if control else _no_control(name, value)
 
     sender = text_field("from", required=True, limit=320)
-    text = text_field("text", required=True, limit=max_text_chars)
+    text = text_field("text", required=True, limit=max_text_chars, control=True)
     channel = text_field("channel") or "api"
-    if not _CHANNEL_RE.match(channel):
+    if not _CHANNEL_RE.fullmatch(channel):
         raise BadRequest("field 'channel' must be 1-32 of a-z 0-9 _ -")
     source_id = text_field("id", limit=MAX_ID_CHARS)
     if source_id is not None and not source_id.strip():
@@ -147,6 +165,8 @@ def parse_message(body: bytes, max_text_chars: int) -> InboundMessage:
     for k, v in hints_in.items():
         if v is not None and (not isinstance(v, str) or len(v) > 64):
             raise BadRequest(f"hint {k!r} must be a short string")
+        if v is not None:
+            _no_control(f"hints.{k}", v)
     assert sender is not None and text is not None
     identities = _string_list(data, "identities", 10, 320)
     references = _string_list(data, "references", 20, MAX_ID_CHARS)
@@ -255,7 +275,7 @@ class ApiAdapter:
             return refused
         conversation_id = request.match_info["conversation_id"]
         after = request.query.get("after", "")
-        if after and not _POSITION_RE.match(after):
+        if after and not _POSITION_RE.fullmatch(after):
             return error(400, "'after' must be a 'next' value from an earlier answer")
         try:
             limit = int(request.query.get("limit", "20"))

@@ -14,7 +14,10 @@ import phonenumbers
 
 from router.model import Identity
 
-_EMAIL_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+# No spaces and no control characters (C0, DEL, C1): an address with a NUL or
+# an escape in it would otherwise become a Redis key and reach log lines.
+_PART = r"[^@\s<>\x00-\x1f\x7f-\x9f]+"
+_EMAIL_RE = re.compile(rf"{_PART}@{_PART}\.{_PART}")  # (fullmatch)
 
 # Channels whose sender is always of one kind.
 _CHANNEL_KIND = {
@@ -32,11 +35,11 @@ _CHANNEL_KIND = {
 def normalise_email(value: str) -> str | None:
     """``"Ana <Ana@Example.COM>"`` -> ``"ana@example.com"``; None if not an address."""
     plain = value.strip().lower()
-    if _EMAIL_RE.match(plain):  # the common case, without the RFC 5322 parser
+    if _EMAIL_RE.fullmatch(plain):  # the common case, without the RFC 5322 parser
         return plain
     _, addr = parseaddr(value)
     addr = (addr or value).strip().lower()
-    return addr if _EMAIL_RE.match(addr) else None
+    return addr if _EMAIL_RE.fullmatch(addr) else None
 
 
 def normalise_phone(value: str, region: str | None = None) -> str | None:
