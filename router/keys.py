@@ -159,3 +159,34 @@ class Keys:
     def deadletter(self) -> str:
         """Stream: messages and replies that could not be handled, with the reason."""
         return f"{self.prefix}deadletter"
+
+    # --- channel adapters -------------------------------------------------
+    def adapter_state(self, adapter: str, key: str) -> str:
+        """String (JSON), may expire: one piece of a channel adapter's own state
+        (a cursor, a voicemail waiting for its transcription, a poll lease...)."""
+        return f"{self.prefix}adapter:{adapter}:{key}"
+
+    @property
+    def chat_push(self) -> str:
+        """Pub/sub channel: ``{"v": visitor, "id": event}``, heard by every daemon."""
+        return f"{self.prefix}chat:push"
+
+    def chat_events(self, visitor: str) -> str:
+        """Stream: what was pushed to a chat visitor (``e`` = JSON event)."""
+        return f"{self.prefix}chat:{{{visitor}}}:events"
+
+    def chat_online(self, visitor: str) -> str:
+        """String with a TTL: the visitor has a socket open (or had, lately)."""
+        return f"{self.prefix}chat:{{{visitor}}}:online"
+
+    def chat_claim(self, visitor: str) -> str:
+        """Hash: a visitor's pending e-mail claim (email, mac, expires_at, attempts)."""
+        return f"{self.prefix}chat:{{{visitor}}}:claim"
+
+    def chat_claim_wait(self, visitor: str) -> str:
+        """String: set while this visitor must wait before another code."""
+        return f"{self.prefix}chat:{{{visitor}}}:claim-wait"
+
+    def claim_mails(self, digest: str) -> str:
+        """Counter: codes sent to one address this hour (keyed by a hash of it)."""
+        return f"{self.prefix}claim-mails:{{{digest}}}"

@@ -18,9 +18,10 @@ from router.model import Hints, InboundMessage
 from router.overflow import OverflowWorker
 from router.pipeline import Entry, RoutingWorker
 from router.profiles.admin import Admin, AdminError
+from router.profiles.claims import EmailClaims, address_digest
 from router.profiles.identity import normalise_identity
 from router.routing import Routing
-from router.store import Store
+from router.store import RedisAdapterState, Store
 from tests.support import RedisServer, free_port, write_config
 
 ANA_EMAIL = "ana.silva@example.com"
@@ -422,6 +423,75 @@ async def test_export_then_forget_leaves_no_trace(env: tuple[Store, Routing]) ->
     assert await store.redis.hget(store.keys.message(other["message_id"]), "text") == "unrelated"
     with pytest.raises(AdminError):
         await admin.show(ANA_EMAIL)
+
+
+async def test_forget_erases_chat_keys_claims_and_adapter_state(
+    env: tuple[Store, Routing],
+) -> None:
+    """Issue 14 item 8: a chat visitor's stream (agent replies, their own
+    messages), presence and e-mail claims, the hourly code count of their
+    address, another visitor's pending claim of it, and a voicemail waiting
+    for its transcription (number and recording URL) all go with forget."""
+    from router.adapters.chat import ChatHub
+
+    store, routing = env
+    visitor, other_visitor = "v_" + "f" * 24, "v_" + "o" * 24
+    recording = "https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE7f3e"
+    (first,) = await route(
+        store,
+        routing,
+        message(ANA_EMAIL, "email", "Where is my parcel?", identities=[ANA_PHONE]),
+    )
+    # the visitor proved Ana's address: the verified frame's identities
+    (chat_entry,) = await route(
+        store,
+        routing,
+        message(visitor, "chat", "Any news on the parcel?", identities=[ANA_EMAIL]),
+    )
+    assert chat_entry["customer_id"] == first["customer_id"]
+    hub = ChatHub(store.redis, store.keys.prefix)
+    await hub.push(visitor, {"from": "agent", "text": "Shipped to Rua Augusta 5"}, 100, 3600)
+    await hub.keep(visitor, {"from": "visitor", "id": "c1", "text": "Any news?"}, 100, 3600)
+    await hub.set_online(visitor, 120)
+    claims = EmailClaims(store.redis, store.keys)
+    await claims.start("secret", visitor, ANA_EMAIL)
+    # someone else typed Ana's address in the chat and never proved it
+    await claims.start("secret", other_visitor, ANA_EMAIL)
+    twilio = RedisAdapterState(store, "twilio")
+    await twilio.put(
+        "voicemail:CA9",
+        {"from": ANA_PHONE, "to": "+14155550100", "url": recording, "duration": 7},
+        ttl=600,
+    )
+    await twilio.put("voicemail:CA10", {"from": "+14155550199", "url": "https://x/RE1"}, ttl=600)
+    imap = RedisAdapterState(store, "email")
+    await imap.put("cursor:main:INBOX", {"uidvalidity": 1, "uid": 351912345678})
+
+    needles = [
+        ANA_EMAIL,
+        ANA_PHONE,
+        visitor,
+        "RE7f3e",
+        "Rua Augusta",
+        "Any news",
+        address_digest(ANA_EMAIL),
+    ]
+
+    async def traces() -> set[str]:
+        found = set()
+        async for key in store.redis.scan_iter(match="*"):
+            blob = key + " " + await dump(store, key)
+            found |= {n for n in needles if n in blob}
+        return found
+
+    assert await traces() == set(needles)
+    removed = await Admin(store).forget(ANA_EMAIL)
+    assert removed["adapter_keys"] == 1
+    assert removed["chat_keys"] == 6  # events, online, claim, claim-wait, claim-mails, W's claim
+    assert await traces() == set()
+    # what is not Ana's stays: another caller's voicemail, the mailbox cursor
+    assert await twilio.get("voicemail:CA10") is not None
+    assert await imap.get("cursor:main:INBOX") == {"uidvalidity": 1, "uid": 351912345678}
 
 
 async def dump(store: Store, key: str) -> str:

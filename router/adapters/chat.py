@@ -251,7 +251,8 @@ class ChatHub:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self.redis = redis
         self.prefix = prefix
-        self.channel = f"{prefix}chat:push"
+        self.keys = Keys(prefix)
+        self.channel = self.keys.chat_push
         self.sockets: dict[str, set[web.WebSocketResponse]] = {}
         # the sockets' own Redis work (presence, resume reads, their messages
         # kept for a redraw) shares this: no connection per socket
@@ -262,10 +263,10 @@ class ChatHub:
         )
 
     def events_key(self, visitor: str) -> str:
-        return f"{self.prefix}chat:{{{visitor}}}:events"
+        return self.keys.chat_events(visitor)
 
     def online_key(self, visitor: str) -> str:
-        return f"{self.prefix}chat:{{{visitor}}}:online"
+        return self.keys.chat_online(visitor)
 
     async def push(
         self, visitor: str, event: dict[str, Any], keep: int, ttl: float, publish: bool = True

@@ -20,6 +20,7 @@ from redis.exceptions import ResponseError
 
 from router.keys import INGEST_GROUP, OUTBOX_GROUP, QUEUE_GROUP, Keys
 from router.model import Identity, new_id
+from router.profiles.claims import address_digest
 from router.profiles.identity import normalise_email, normalise_identity, normalise_phone
 from router.store import Store
 
@@ -291,6 +292,8 @@ class Admin:
             "outbox_entries": 0,
             "dead_letters": 0,
             "identities": len(identities),
+            "chat_keys": 0,
+            "adapter_keys": 0,
         }
         message_ids: set[str] = set()
         outbox_ids: set[str] = set()
@@ -347,6 +350,32 @@ class Admin:
                 if _mentions(f.get("m", ""), set(), values):
                     await r.xack(stream, INGEST_GROUP, entry_id)
                     await r.xdel(stream, entry_id)
+
+        # chat: each visitor's stream (agent replies and their own messages),
+        # presence and pending e-mail claim; the hourly code count of each
+        # address (named by a hash of it, which still finds it)
+        visitors = [i.partition(":")[2] for i in identities if i.startswith("chat:")]
+        emails = {i.partition(":")[2] for i in identities if i.startswith("email:")}
+        chat_keys = [
+            key
+            for v in visitors
+            for key in (k.chat_events(v), k.chat_online(v), k.chat_claim(v), k.chat_claim_wait(v))
+        ]
+        chat_keys += [k.claim_mails(address_digest(e)) for e in emails]
+        # another visitor's pending claim of one of these addresses names it too
+        async for key in r.scan_iter(match=k.chat_claim("*"), _type="hash"):
+            if await r.hget(key, "email") in emails:
+                chat_keys.append(key)
+        if chat_keys:
+            removed["chat_keys"] = await r.delete(*chat_keys)
+        # channel adapters' own state: a voicemail waiting for its
+        # transcription (the caller's number, the recording URL), the
+        # provider's id of a reply sent...
+        needles = {n for n in conv_set | message_ids | outbox_ids | values if n}
+        async for key in r.scan_iter(match=k.adapter_state("*", "*"), _type="string"):
+            raw = await r.get(key)
+            if raw is not None and _holds(raw, needles):
+                removed["adapter_keys"] += await r.delete(key)
 
         # an anonymous profile: the counts stay, nothing that identifies
         ck = k.customer(cid)
@@ -496,6 +525,27 @@ def format_conversation(history: dict[str, Any]) -> str:
             if d.get("last_error"):
                 lines.append(f"    error: {d['last_error']}")
     return "\n".join(lines)
+
+
+def _holds(raw: str, needles: set[str]) -> bool:
+    """Does a stored JSON value hold one of ``needles`` as a whole string (a
+    number, an id; or ``whatsapp:+351...``)? Whole strings only: an adapter's
+    cursor that merely contains a short id as digits must stay."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        value = raw
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if item in needles or item.rpartition(":")[2] in needles:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _mentions(payload: str, ids: Iterable[str], values: Iterable[str]) -> bool:

@@ -57,6 +57,11 @@ return {n, f[1], f[2], f[3]}
 """
 
 
+def address_digest(email: str) -> str:
+    """What names an address in ``claim-mails:{DIGEST}`` (not the address itself)."""
+    return hashlib.sha256(email.encode()).hexdigest()[:24]
+
+
 class ClaimRefused(Exception):
     """The claim or the code was refused; ``code`` is the chat error code."""
 
@@ -83,19 +88,18 @@ class EmailClaims:
         self.keys = keys
         self._try = redis.register_script(_TRY)
 
-    # Keys share the visitor's hash tag with the chat's other keys.
+    # (the keys share the visitor's hash tag with the chat's other keys)
     def claim_key(self, visitor: str) -> str:
         """Hash: the pending claim (email, mac, expires_at, attempts); expires."""
-        return f"{self.keys.prefix}chat:{{{visitor}}}:claim"
+        return self.keys.chat_claim(visitor)
 
     def resend_key(self, visitor: str) -> str:
         """String: set while this visitor must wait before another code."""
-        return f"{self.keys.prefix}chat:{{{visitor}}}:claim-wait"
+        return self.keys.chat_claim_wait(visitor)
 
     def address_key(self, email: str) -> str:
         """Counter: codes sent to one address this hour (keyed by a hash, not the address)."""
-        digest = hashlib.sha256(email.encode()).hexdigest()[:24]
-        return f"{self.keys.prefix}claim-mails:{{{digest}}}"
+        return self.keys.claim_mails(address_digest(email))
 
     @staticmethod
     def _mac(secret: str, visitor: str, email: str, code: str) -> str:
