@@ -230,3 +230,53 @@ async def test_two_daemons_never_both_poll(
     finally:
         a.stop()
         b.stop()
+
+
+async def test_a_post_whose_ids_are_not_x_ids_is_skipped_and_polling_goes_on(
+    tmp_path: Path, redis_server: RedisServer, x_emulator: XEmulator
+) -> None:
+    """Issue 14 (control characters): an id from X becomes a Redis key (the
+    customer's identity, the dedup key) and reaches log lines; one that is not
+    a number is skipped with one line, and the next posts flow on."""
+    em = x_emulator
+    r = redis_server.client()
+    forged = em.add_mention("@acme help", author_id="3333", author_username="odd_one", lang="en")
+    em.tweets[forged["id"]]["author_id"] = "3333\x00\x1b[2J"
+    fine = em.add_mention("@acme my order is late", author_id="4444", author_username="fine")
+    daemon = start(x_config(tmp_path, redis_server.url, em, "d1"), em)
+    try:
+        routed = await until(
+            lambda: [
+                e
+                for e in entries(r, "support-en")
+                if r.hget(f"router:msg:{{{e['message_id']}}}", "source_id") == fine["id"]
+            ],
+            what="the good mention routed",
+        )
+        assert routed
+        (skipped,) = daemon.events("x_item_skipped")
+        assert skipped["fields"] == ["author_id"] and "\\x00" in skipped["values"][0]
+        assert "\x1b" not in daemon.log() and not daemon.events("x_poll_error")
+        assert not [k for k in r.scan_iter("router:*") if "\x00" in k or "\x1b" in k]
+        senders = {
+            r.hget(f"router:msg:{{{e['message_id']}}}", "sender") for e in entries(r, "support-en")
+        }
+        assert "x:4444" in senders and not any("3333" in s for s in senders)
+    finally:
+        daemon.stop()
+
+
+def test_x_ids_that_are_not_numbers_never_become_references() -> None:
+    from router.adapters.x import dm_message, tweet_message
+
+    tweet = {
+        "id": "1",
+        "author_id": "2",
+        "text": "hi",
+        "conversation_id": "5\n",
+        "referenced_tweets": [{"type": "replied_to", "id": "6"}, {"type": "quoted", "id": "x"}],
+    }
+    assert tweet_message(tweet, {}, "mention").references == ["6"]
+    dm = {"id": "7", "sender_id": "2", "text": "hi", "dm_conversation_id": "2-3"}
+    assert dm_message(dm, {}).references == ["2-3"]
+    assert dm_message({**dm, "dm_conversation_id": "2-3\x00"}, {}).references == []

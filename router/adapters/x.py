@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -57,6 +58,12 @@ DM_FIELDS = ["id", "text", "sender_id", "dm_conversation_id", "created_at", "eve
 UNDETERMINED = {"und", "qam", "qct", "qht", "qme", "qst", "zxx", "art"}
 MAX_PAGES = 10  # per poll and endpoint; the rest comes next poll
 TWEET_LIMIT = 280
+# X ids are decimal snowflakes (64-bit); a DM conversation id is two of them.
+# Anything else in an answer is refused: it would become a Redis key (identity,
+# dedup, cursor), reach log lines, and an id int() cannot read would fail
+# every poll from then on.
+_ID_RE = re.compile(r"[0-9]{1,20}")
+_DM_CONVERSATION_RE = re.compile(r"[0-9]{1,20}(?:-[0-9]{1,20})?")
 
 # A public answer to a mention is short and invites the customer to DM.
 PUBLIC_ACKS = {
@@ -292,7 +299,9 @@ class XAdapter:
         if not pages:
             return 0
         users = {u["id"]: u for p in pages for u in (p.get("includes") or {}).get("users", [])}
-        tweets = [t for p in pages for t in p.get("data") or []]
+        tweets = [
+            t for p in pages for t in p.get("data") or [] if _usable(endpoint, t, "id", "author_id")
+        ]
         stored = 0
         for tweet in sorted(tweets, key=lambda t: int(t["id"])):  # oldest first
             if tweet.get("author_id") == self.settings.account_id:
@@ -300,6 +309,8 @@ class XAdapter:
             await self._store(tweet_message(tweet, users.get(tweet.get("author_id", ""), {}), kind))
             stored += 1
         newest = (pages[0].get("meta") or {}).get("newest_id")
+        if not (isinstance(newest, str) and _ID_RE.fullmatch(newest)):
+            newest = max((t["id"] for t in tweets), key=int, default=None)
         if newest and (not cursor or int(newest) > int(cursor)):
             await self.ctx.state.put(f"cursor:{endpoint}", newest)
         return stored
@@ -323,6 +334,8 @@ class XAdapter:
         users = {u["id"]: u for u in (body.get("includes") or {}).get("users", [])}
         fresh = []
         for event in body.get("data") or []:
+            if not _usable("dm", event, "id", "sender_id"):
+                continue
             if seen and int(event["id"]) <= int(seen):
                 break
             fresh.append(event)
@@ -342,10 +355,27 @@ class XAdapter:
         await self.ctx.ingest(message)
 
 
+def _usable(endpoint: str, item: dict[str, Any], *id_fields: str) -> bool:
+    """Whether a post's or DM's ids are X ids; if not, one log line and it is skipped."""
+    bad = [f for f in id_fields if not (isinstance(v := item.get(f), str) and _ID_RE.fullmatch(v))]
+    if bad:
+        log.warning(
+            "x_item_skipped",
+            endpoint=endpoint,
+            fields=bad,
+            # ascii(): escaped, so no control character reaches the journal
+            values=[ascii(item.get(f))[:40] for f in bad],
+            action="skipped: X answered an id that is not a number; nothing to do",
+        )
+    return not bad
+
+
 def tweet_message(tweet: dict[str, Any], user: dict[str, Any], kind: str) -> InboundMessage:
     lang = tweet.get("lang")
-    references = [tweet["conversation_id"]] if tweet.get("conversation_id") else []
-    references += [r["id"] for r in tweet.get("referenced_tweets") or [] if r.get("id")]
+    ids = [tweet.get("conversation_id")] + [
+        r.get("id") for r in tweet.get("referenced_tweets") or []
+    ]
+    references = [r for r in ids if isinstance(r, str) and _ID_RE.fullmatch(r)]
     return InboundMessage(
         channel="x",
         sender=Identity("x", tweet.get("author_id", "")),
@@ -364,13 +394,14 @@ def tweet_message(tweet: dict[str, Any], user: dict[str, Any], kind: str) -> Inb
 
 
 def dm_message(event: dict[str, Any], user: dict[str, Any]) -> InboundMessage:
+    conversation = str(event.get("dm_conversation_id") or "")
     return InboundMessage(
         channel="x_dm",
         sender=Identity("x", event.get("sender_id", "")),
         text=event.get("text", ""),
         source_id=event["id"],
         display_name=user.get("name"),
-        references=[event["dm_conversation_id"]] if event.get("dm_conversation_id") else [],
+        references=[conversation] if _DM_CONVERSATION_RE.fullmatch(conversation) else [],
         meta={
             "username": user.get("username", ""),
             "kind": "dm",
