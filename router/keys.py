@@ -55,6 +55,10 @@ class Keys:
         """Sorted set: routing nodes alive, score = when their heartbeat expires (ms)."""
         return f"{self.prefix}nodes:routing"
 
+    def is_ingest(self, stream: str) -> bool:
+        """Whether ``stream`` names an ingest partition's stream."""
+        return stream.startswith(self.ingest(0).removesuffix("{0}"))
+
     def lease(self, partition: int) -> str:
         """String: node id of the daemon routing this partition (expires)."""
         return f"{self.prefix}lease:ingest:{{{partition}}}"
@@ -71,6 +75,11 @@ class Keys:
     def identity(self, kind: str, value: str) -> str:
         """String: customer id owning an identity (email address, phone...)."""
         return f"{self.prefix}identity:{kind}:{value}"
+
+    def identity_of(self, identity: str) -> str:
+        """:meth:`identity` of an identity string ``"email:ana@example.com"``."""
+        kind, _, value = identity.partition(":")
+        return self.identity(kind, value)
 
     def customer(self, customer_id: str) -> str:
         """Hash: the customer profile."""
@@ -128,10 +137,15 @@ class Keys:
     def queue_bands(self, name: str) -> list[str]:
         return [self.queue(name, b) for b in BANDS]
 
+    @property
+    def queue_pattern(self) -> str:
+        """SCAN pattern matching every band stream of every agent queue."""
+        return self.queue("*", 0).removesuffix("{*}:p0") + "*"
+
     def parse_queue(self, stream: str) -> tuple[str, int]:
         """``router:q:{support}:p2`` -> ``("support", 2)``."""
         head, _, band = stream.rpartition(":p")
-        name = head.removeprefix(f"{self.prefix}q:{{").removesuffix("}")
+        name = head.removeprefix(self.queue("", 0).removesuffix("}:p0")).removesuffix("}")
         return name, int(band)
 
     @property

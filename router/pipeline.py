@@ -8,8 +8,10 @@ Read top to bottom, per batch of ingest entries:
 4. **thread**   the conversation the message joins
 5. **route**    ``decide(config, message, profile, now)``, a pure function
 6. **commit**   queue entry + message + profile + conversation + timeline + XACK,
-                one atomic script per message; a redelivered entry that was
-                already committed is only acknowledged (never queued twice)
+                one atomic script per batch slice, item by item; a redelivered
+                entry that was already committed is only acknowledged (never
+                queued twice)
+7. **report**   a log line and the metrics per message
 
 A message that cannot be decoded or routed is dead-lettered with the reason;
 Redis being unreachable only pauses the worker (entries stay pending and are
@@ -25,7 +27,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import structlog
@@ -37,7 +39,7 @@ from router.keys import INGEST_GROUP, Keys
 from router.logs import Outage
 from router.metrics import Metrics
 from router.model import Decision, InboundMessage, OutboundMessage, new_id
-from router.profiles.context import Context, identify_many, thread
+from router.profiles.context import BatchThreads, Context, identify_many, thread
 from router.profiles.identity import redact
 from router.routing import Routing, decide
 from router.scripts import pairs
@@ -60,6 +62,45 @@ class Entry:
     raw: bytes | str | None
     message: InboundMessage | None = None
     context: Context | None = None
+
+
+@dataclass(slots=True)
+class CommitItem:
+    """One routed message, as the commit script (``lua/commit_route.lua``)
+    takes it: a JSON object, read there as ``item.<field>``.
+
+    The script builds every key from these with the prelude's ``K`` (from
+    :class:`~router.keys.Keys`). Field lists are ``[k, v, ...]`` of strings,
+    in the order the hash or stream entry keeps them (``scripts.pairs``).
+    """
+
+    ingest_stream: str  # the ingest entry to acknowledge: its stream...
+    entry_id: str  # ...and id
+    message_id: str
+    customer_id: str
+    conversation_id: str
+    new_conversation: bool  # (the script may still join one another worker just opened)
+    channel: str
+    queue: str  # the queue the entry goes to (an agent's own one: sticky routing)
+    band: int  # its priority band
+    personal: bool  # an agent's own queue, whose group may not exist yet
+    quiet: bool  # an auto-reply in an ongoing conversation: recorded, not queued
+    queue_entry: list[str]  # the queue entry's fields
+    message: list[str]  # the message hash's fields
+    customer: list[str]  # profile fields routing learned
+    conversation: list[str]  # conversation fields
+    timeline_entry: list[str]  # the conversation timeline's entry
+    thread_refs: list[str]  # channel references that thread later messages here
+    overflow_at_ms: str  # when an unclaimed entry moves to its next target, or ""
+    acknowledgement: str  # the acknowledgement's outbox entry (JSON), or ""
+
+
+class Routed(NamedTuple):
+    """A message routed and waiting for its commit."""
+
+    entry: Entry
+    decision: Decision
+    item: CommitItem
 
 
 @dataclass(slots=True)
@@ -338,17 +379,25 @@ class RoutingWorker:
 
     # -- 2..6 ----------------------------------------------------------------
     async def route(self, entries: list[Entry]) -> None:
+        """Route a batch read from the ingest stream, in its stages."""
         routing = self.get_routing()
-        cfg = routing.cfg
-        store = self.store
-        keys = store.keys
         now = time.time() + self.clock_offset
         if routing.needs_depths and now - self._depths_at > 1.0:
-            self.depths = await store.depths(cfg.queues)
+            self.depths = await self.store.depths(routing.cfg.queues)
             self._depths_at = now
         failures: list[Failure] = []
+        live = self._decode(entries, failures)
+        await self._identify(live, now)
+        routed = await self._thread_and_decide(routing, live, now, failures)
+        results = await self._commit(routing.cfg, routed, now)
+        self._report(routed, results, failures)
+        if failures:
+            await self._dead_letter(failures)
 
-        # 2. decode
+    # -- 2. decode -------------------------------------------------------------
+    @staticmethod
+    def _decode(entries: list[Entry], failures: list[Failure]) -> list[Entry]:
+        """The entries whose message reads, in arrival order."""
         live: list[Entry] = []
         for e in entries:
             if e.raw is None:  # deleted while pending: nothing left to route
@@ -363,38 +412,35 @@ class RoutingWorker:
         # Arrival order across partitions too: one customer's messages on two
         # channels sit in two partitions (within one partition it is stream order).
         live.sort(key=lambda e: e.message.received_at if e.message else 0.0)
+        return live
 
-        # 3. identify (one script call for the batch)
-        if live:
-            contexts = await identify_many(
-                keys, store.scripts, [e.message for e in live if e.message], now
-            )
-            for e, ctx in zip(live, contexts, strict=True):
-                e.context = ctx
+    # -- 3. identify -----------------------------------------------------------
+    async def _identify(self, live: list[Entry], now: float) -> None:
+        """Attach each entry's customer context (one script call for the batch)."""
+        if not live:
+            return
+        contexts = await identify_many(
+            self.store.keys, self.store.scripts, [e.message for e in live if e.message], now
+        )
+        for e, ctx in zip(live, contexts, strict=True):
+            e.context = ctx
 
-        # 4 + 5. thread and route, in order; later messages of a customer in
-        # the same batch see the state the earlier ones leave behind.
-        seen: dict[str, Context] = {}
-        calls: list[list[Any]] = []
-        committed: list[tuple[Entry, Decision, str]] = []
+    # -- 4 + 5. thread and decide ----------------------------------------------
+    async def _thread_and_decide(
+        self, routing: Routing, live: list[Entry], now: float, failures: list[Failure]
+    ) -> list[Routed]:
+        """Thread and decide each message, in order; a customer's later
+        messages in the batch see the state the earlier ones leave behind."""
+        cfg = routing.cfg
+        threads = BatchThreads()
+        routed: list[Routed] = []
         for n, e in enumerate(live, 1):
             if n % YIELD_EVERY == 0:
                 # let intake run: a long batch must not hold the event loop
                 await asyncio.sleep(0)
             assert e.message is not None and e.context is not None
             msg = e.message
-            state = seen.setdefault(e.context.customer_id, e.context)
-            referenced = e.context.referenced
-            if referenced.get("id") and referenced.get("id") == state.conversation.get("id"):
-                referenced = state.conversation  # updated by an earlier message of the batch
-            ctx = Context(
-                customer_id=state.customer_id,
-                created=e.context.created,
-                customer=state.customer,
-                conversation=state.conversation,
-                referenced=referenced,
-                owner_online=e.context.owner_online,
-            )
+            ctx = threads.context(e.context)
             try:
                 conversation_id, new_conversation = thread(
                     ctx, msg, cfg.routing.conversation_window, now
@@ -404,74 +450,62 @@ class RoutingWorker:
                 log.exception("routing_failed", message_id=msg.id)
                 failures.append(Failure(e, "route", f"{type(exc).__name__}: {exc}"))
                 continue
-            calls.append(
-                self._commit_call(cfg, e, ctx, decision, conversation_id, new_conversation, now)
-            )
-            committed.append((e, decision, conversation_id))
-            # what the next message of this customer in the batch must see
-            joined = (
-                {}
-                if new_conversation
-                else (referenced if referenced.get("id") == conversation_id else state.conversation)
-            )
-            state.customer["open_conversation"] = conversation_id
-            state.conversation = {
-                **joined,
-                "id": conversation_id,
-                "customer_id": state.customer_id,
-                "status": "open",
-                "last_activity": f"{now:.3f}",
-                "language": decision.language,
-                "inbound_since_reply": str(int(joined.get("inbound_since_reply", 0) or 0) + 1),
-            }
+            item = self._commit_item(cfg, e, ctx, decision, conversation_id, new_conversation, now)
+            routed.append(Routed(e, decision, item))
+            threads.advance(ctx, conversation_id, new_conversation, decision.language, now)
+        return routed
 
-        # 6. commit (one script call for the batch)
-        if calls:
-            # In slices, one after the other (in order): a script blocks Redis
-            # while it runs, and intake's writes must not wait behind a long one.
-            results: list[Any] = []
-            for k in range(0, len(calls), COMMIT_SLICE):
-                results += await store.scripts.commit_route(
-                    args=[
-                        INGEST_GROUP,
-                        int(cfg.routing.message_retention),
-                        keys.overflow,
-                        keys.outbox,
-                        orjson.dumps(calls[k : k + COMMIT_SLICE]),
-                        f"{now:.3f}",
-                        cfg.routing.conversation_window,
-                        keys.prefix,
-                    ]
-                )
-            for (e, decision, conversation_id), r in zip(committed, results, strict=True):
-                assert e.message is not None
-                if r[0] == -1:
-                    failures.append(Failure(e, "commit", f"Redis refused the commit: {r[1]}"))
-                    continue
-                fresh = r[0] == 1
-                if r[2]:  # (another worker may have opened the conversation first)
-                    conversation_id = r[2]
-                latency = max(0.0, time.time() - e.message.received_at)
-                queued = r[1] != ""  # an auto-reply is recorded, not queued
-                if fresh and queued:
-                    self.metrics.child(self.metrics.routed, decision.queue).inc()
-                    self.metrics.routing_latency.observe(latency)
-                log.info(
-                    ("routed" if queued else "recorded_auto_reply") if fresh else "already_routed",
-                    message_id=e.message.id,
-                    channel=e.message.channel,
-                    sender=redact(e.message.sender, self.store.log_key),
-                    customer_id=e.context.customer_id if e.context else None,
-                    conversation_id=conversation_id,
-                    queue=decision.queue,
-                    priority=decision.priority,
-                    rule=decision.rule,
-                    latency_ms=round(latency * 1000, 1),
-                )
-        if failures:
-            await self._dead_letter(failures)
+    # -- 6. commit -------------------------------------------------------------
+    async def _commit(self, cfg: Config, routed: list[Routed], now: float) -> list[list[Any]]:
+        """Commit the batch: per item {1 routed | 0 already | -1 error, queue
+        entry or error, conversation id} (see lua/commit_route.lua)."""
+        # In slices, one after the other (in order): a script blocks Redis
+        # while it runs, and intake's writes must not wait behind a long one.
+        results: list[list[Any]] = []
+        for k in range(0, len(routed), COMMIT_SLICE):
+            results += await self.store.scripts.commit_route(
+                args=[
+                    self.store.keys.prefix,
+                    f"{now:.3f}",
+                    cfg.routing.conversation_window,
+                    int(cfg.routing.message_retention),
+                    orjson.dumps([r.item for r in routed[k : k + COMMIT_SLICE]]),
+                ]
+            )
+        return results
 
-    def _commit_call(
+    # -- 7. report -------------------------------------------------------------
+    def _report(
+        self, routed: list[Routed], results: list[list[Any]], failures: list[Failure]
+    ) -> None:
+        """One log line and the metrics per committed message; refusals to ``failures``."""
+        for (e, decision, item), r in zip(routed, results, strict=True):
+            assert e.message is not None
+            if r[0] == -1:
+                failures.append(Failure(e, "commit", f"Redis refused the commit: {r[1]}"))
+                continue
+            fresh = r[0] == 1
+            # (another worker may have opened the conversation first)
+            conversation_id = r[2] or item.conversation_id
+            latency = max(0.0, time.time() - e.message.received_at)
+            queued = r[1] != ""  # an auto-reply is recorded, not queued
+            if fresh and queued:
+                self.metrics.child(self.metrics.routed, decision.queue).inc()
+                self.metrics.routing_latency.observe(latency)
+            log.info(
+                ("routed" if queued else "recorded_auto_reply") if fresh else "already_routed",
+                message_id=e.message.id,
+                channel=e.message.channel,
+                sender=redact(e.message.sender, self.store.log_key),
+                customer_id=e.context.customer_id if e.context else None,
+                conversation_id=conversation_id,
+                queue=decision.queue,
+                priority=decision.priority,
+                rule=decision.rule,
+                latency_ms=round(latency * 1000, 1),
+            )
+
+    def _commit_item(
         self,
         cfg: Config,
         e: Entry,
@@ -480,12 +514,10 @@ class RoutingWorker:
         conversation_id: str,
         new_conversation: bool,
         now: float,
-    ) -> list[Any]:
-        """One item of the batch commit (see scripts.COMMIT_ROUTE)."""
-        keys = self.store.keys
+    ) -> CommitItem:
+        """What the commit script writes for one routed message."""
         msg = e.message
         assert msg is not None
-        band = PRIORITIES[decision.priority]
         now_s = f"{now:.3f}"
         # Sticky: a follow-up goes to its owner's own queue; unclaimed after
         # routing.sticky_wait it falls back to the queue routing chose.
@@ -578,28 +610,29 @@ class RoutingWorker:
         }
         # channel references that will thread later messages into this conversation
         refs = [msg.source_id, *msg.references] if msg.source_id else list(msg.references)
-        return [  # the item layout of scripts.COMMIT_ROUTE
-            keys.message(msg.id),
-            e.stream,
-            e.entry_id,
-            keys.queue(personal or decision.queue, band),
-            keys.customer(ctx.customer_id),
-            keys.conversation(conversation_id),
-            keys.timeline(conversation_id),
-            "1" if new_conversation else "0",
-            pairs(queue_entry),
-            pairs(message),
-            pairs(customer),
-            pairs(conversation),
-            pairs(timeline),
-            str(int(overflow_at * 1000)) if overflow_at else "",
-            self._acknowledgement(msg, decision, conversation_id) if decision.ack_text else "",
-            [keys.thread(msg.channel, r) for r in dict.fromkeys(refs)],
-            conversation_id,
-            msg.channel,
-            "1" if personal else "0",
-            "1" if quiet else "0",
-        ]
+        return CommitItem(
+            ingest_stream=e.stream,
+            entry_id=e.entry_id,
+            message_id=msg.id,
+            customer_id=ctx.customer_id,
+            conversation_id=conversation_id,
+            new_conversation=new_conversation,
+            channel=msg.channel,
+            queue=personal or decision.queue,
+            band=PRIORITIES[decision.priority],
+            personal=personal is not None,
+            quiet=quiet,
+            queue_entry=pairs(queue_entry),
+            message=pairs(message),
+            customer=pairs(customer),
+            conversation=pairs(conversation),
+            timeline_entry=pairs(timeline),
+            thread_refs=list(dict.fromkeys(refs)),
+            overflow_at_ms=str(int(overflow_at * 1000)) if overflow_at else "",
+            acknowledgement=(
+                self._acknowledgement(msg, decision, conversation_id) if decision.ack_text else ""
+            ),
+        )
 
     @staticmethod
     def _acknowledgement(msg: InboundMessage, decision: Decision, conversation_id: str) -> str:

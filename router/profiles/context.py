@@ -17,6 +17,11 @@ conversation id, a chat session).
 conversation (if open, or resolved within the window, which reopens it),
 else the customer's latest conversation if active within the window
 (whatever the channel; a resolved one reopens), else a new one.
+:class:`BatchThreads` keeps that rule true inside one routing batch (a
+customer's later message sees the conversation an earlier one joined), and
+the commit script (``lua/commit_route.lua``) applies its second clause once
+more at commit, where it is atomic: a message that would open a conversation
+joins the one another worker opened a moment before.
 """
 
 from __future__ import annotations
@@ -117,3 +122,55 @@ def thread(ctx: Context, message: InboundMessage, window: float, now: float) -> 
     if joined is not None:
         return joined["id"], False
     return new_id("v"), True
+
+
+class BatchThreads:
+    """The threading state of one routing batch, as its later messages must see it.
+
+    Identify reads Redis once for the whole batch, before anything in it is
+    committed; so a customer's second message in the batch must see the
+    conversation their first one joined or opened, not what Redis held.
+    """
+
+    def __init__(self) -> None:
+        self._state: dict[str, Context] = {}
+
+    def context(self, read: Context) -> Context:
+        """``read`` (what identify read from Redis) with what earlier messages
+        of the same customer in this batch left behind."""
+        state = self._state.setdefault(read.customer_id, read)
+        referenced = read.referenced
+        if referenced.get("id") and referenced.get("id") == state.conversation.get("id"):
+            referenced = state.conversation  # updated by an earlier message of the batch
+        return Context(
+            customer_id=state.customer_id,
+            created=read.created,
+            customer=state.customer,
+            conversation=state.conversation,
+            referenced=referenced,
+            owner_online=read.owner_online,
+        )
+
+    def advance(
+        self, ctx: Context, conversation_id: str, new: bool, language: str, now: float
+    ) -> None:
+        """Record that the message of ``ctx`` joined (or opened, ``new``) a
+        conversation, as the commit will write it."""
+        state = self._state[ctx.customer_id]
+        joined = (
+            {}
+            if new
+            else (
+                ctx.referenced if ctx.referenced.get("id") == conversation_id else ctx.conversation
+            )
+        )
+        state.customer["open_conversation"] = conversation_id
+        state.conversation = {
+            **joined,
+            "id": conversation_id,
+            "customer_id": state.customer_id,
+            "status": "open",
+            "last_activity": f"{now:.3f}",
+            "language": language,
+            "inbound_since_reply": str(int(joined.get("inbound_since_reply", 0) or 0) + 1),
+        }

@@ -1,0 +1,55 @@
+-- Claim the most urgent entry of a queue for an agent (public: agent tools
+-- EVALSHA it; its contract is in docs/redis-schema.md).
+-- KEYS: the band streams to look in, most urgent first
+-- ARGV: group, agent, visibility timeout (ms), [key prefix]
+-- Per band: first an entry whose claim expired (or was released), then a new
+-- one. With the key prefix, the agent becomes the owner of the entry's
+-- conversation (follow-ups come back to them while they are online).
+-- -> {stream key, entry id, delivery count, field, value, ...} or nil
+local group, agent, vis = ARGV[1], ARGV[2], ARGV[3]
+P = ARGV[4]
+local function own(fields)
+  if not P then return end
+  for i = 1, #fields, 2 do
+    if fields[i] == 'conversation_id' then
+      local ck = K.conversation(fields[i + 1])
+      if redis.call('EXISTS', ck) == 1 then
+        local t = redis.call('TIME')
+        redis.call('HSET', ck, 'owner', agent, 'owned_at', t[1] .. '.' .. string.sub(t[2], 1, 3))
+      end
+    end
+  end
+end
+for _, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then
+    local cursor = '0-0'
+    for _ = 1, 100 do
+      local r = redis.call('XAUTOCLAIM', key, group, agent, vis, cursor, 'COUNT', 1, 'JUSTID')
+      local id = r[2][1]
+      if id then
+        -- XCLAIM (not JUSTID) counts the delivery; an entry deleted while
+        -- pending comes back empty and is cleaned out of the pending list.
+        local e = redis.call('XCLAIM', key, group, agent, 0, id)[1]
+        if e and e[2] then
+          local p = redis.call('XPENDING', key, group, id, id, 1)
+          local out = {key, id, p[1] and p[1][4] or 1}
+          for _, x in ipairs(e[2]) do table.insert(out, x) end
+          own(e[2])
+          return out
+        end
+        redis.call('XACK', key, group, id)
+      end
+      cursor = r[1]
+      if cursor == '0-0' then break end
+    end
+    local n = redis.call('XREADGROUP', 'GROUP', group, agent, 'COUNT', 1, 'STREAMS', key, '>')
+    if n then
+      local e = n[1][2][1]
+      local out = {key, e[1], 1}
+      for _, x in ipairs(e[2]) do table.insert(out, x) end
+      own(e[2])
+      return out
+    end
+  end
+end
+return nil

@@ -1,0 +1,125 @@
+-- Commit routed messages. For each: queue entry, message, customer,
+-- conversation, timeline, thread references and the ingest ack, all
+-- together. A redelivered ingest entry whose message was already committed
+-- is only acked (idempotent), so no message is ever queued twice.
+-- Also, per item: when the target has a wait timeout, the queue entry is
+-- added to the overflow sorted set (score = when it moves on, ms); when the
+-- decision carries an acknowledgement, it is added to the outbox.
+-- ARGV[1]: key prefix; ARGV[2]: now (s); ARGV[3]: conversation window (s);
+-- ARGV[4]: message retention (s);
+-- ARGV[5]: JSON list of items, each an object with the fields of
+--          router.pipeline.CommitItem (its docstring says what each one is)
+-- -> per item {1 routed | 0 already routed | -1 error, queue entry or error,
+--              conversation id}
+P = ARGV[1]
+local now_s = ARGV[2]
+local now, window, retention = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local acks = {}  -- stream -> ids to XACK + XDEL together at the end
+local function ack(stream, id)
+  local l = acks[stream]
+  if not l then l = {} acks[stream] = l end
+  table.insert(l, id)
+end
+local function set(pairs, key, value)
+  for i = 1, #pairs, 2 do if pairs[i] == key then pairs[i + 1] = value return end end
+end
+local function without(pairs, drop)
+  local out = {}
+  for i = 1, #pairs, 2 do
+    if not drop[pairs[i]] then table.insert(out, pairs[i]) table.insert(out, pairs[i + 1]) end
+  end
+  return out
+end
+
+-- The threading rule (router/profiles/context.py) once more, at the one
+-- moment it is atomic: two messages of one customer routed at once by two
+-- workers may both have seen no conversation. The second to commit joins
+-- the conversation the first just opened instead of starting another (and
+-- sends no second acknowledgement).
+local function join_just_opened(item)
+  if not item.new_conversation then return end
+  local open = redis.call('HGET', K.customer(item.customer_id), 'open_conversation')
+  if not open or open == item.conversation_id then return end
+  local la = tonumber(redis.call('HGET', K.conversation(open), 'last_activity') or 0)
+  if now - la > window then return end
+  item.conversation_id, item.new_conversation, item.acknowledgement = open, false, ''
+  item.conversation = without(item.conversation, {created_at = true, subject = true})
+  set(item.conversation, 'id', open)
+  set(item.queue_entry, 'conversation_id', open)
+  set(item.message, 'conversation_id', open)
+  set(item.customer, 'open_conversation', open)
+end
+
+local function commit(item)
+  local mkey = K.message(item.message_id)
+  local done = redis.call('HGET', mkey, 'queue_entry')
+  if done then
+    ack(item.ingest_stream, item.entry_id)
+    return {0, done, redis.call('HGET', mkey, 'conversation_id') or ''}
+  end
+  join_just_opened(item)
+  local cid, quiet = item.conversation_id, item.quiet
+  local ck, custk = K.conversation(cid), K.customer(item.customer_id)
+  local stream = K.queue(item.queue, item.band)
+  local qid = ''
+  if quiet then
+    redis.call('HSET', mkey, 'queue_entry', 'none', unpack(item.message))
+  else
+    if item.personal then
+      pcall(redis.call, 'XGROUP', 'CREATE', stream, QUEUE_GROUP, '0', 'MKSTREAM')
+    end
+    qid = redis.call('XADD', stream, '*', unpack(item.queue_entry))
+    redis.call('HSET', mkey, 'queue_entry', stream .. ' ' .. qid, unpack(item.message))
+  end
+  redis.call('EXPIRE', mkey, retention)
+  redis.call('HSET', custk, unpack(item.customer))
+  redis.call('HSETNX', custk, 'first_seen', now_s)
+  redis.call('HINCRBY', custk, 'message_count', 1)
+  for i = 1, #item.queue_entry, 2 do
+    if item.queue_entry[i] == 'repeat' then redis.call('HINCRBY', custk, 'repeat_contacts', 1) end
+  end
+  redis.call('SADD', K.customer_channels(item.customer_id), item.channel)
+  if item.new_conversation then
+    redis.call('HINCRBY', custk, 'conversation_count', 1)
+    redis.call('ZADD', K.customer_conversations(item.customer_id), now_s, cid)
+  elseif not quiet and redis.call('HGET', ck, 'status') == 'resolved' then
+    redis.call('HSET', ck, 'reopened_at', now_s)
+    redis.call('HINCRBY', ck, 'reopen_count', 1)
+  end
+  redis.call('HSET', ck, unpack(item.conversation))
+  redis.call('HINCRBY', ck, 'message_count', 1)
+  if not quiet then redis.call('HINCRBY', ck, 'inbound_since_reply', 1) end
+  redis.call('EXPIRE', ck, retention)
+  local tk = K.timeline(cid)
+  redis.call('XADD', tk, 'MAXLEN', '~', 10000, '*', unpack(item.timeline_entry))
+  redis.call('EXPIRE', tk, retention)
+  if #item.thread_refs > 0 then
+    local refs = K.conversation_refs(cid)
+    for _, ref in ipairs(item.thread_refs) do
+      local thread = K.thread(item.channel, ref)
+      redis.call('SET', thread, cid, 'EX', retention)
+      redis.call('SADD', refs, thread)
+    end
+    redis.call('EXPIRE', refs, retention)
+  end
+  if item.overflow_at_ms ~= '' and not quiet then
+    redis.call('ZADD', K.overflow(), item.overflow_at_ms, stream .. ' ' .. qid)
+  end
+  if item.acknowledgement ~= '' and not quiet then
+    redis.call('XADD', K.outbox(), '*', 'o', item.acknowledgement)
+  end
+  ack(item.ingest_stream, item.entry_id)
+  return {1, qid, cid}
+end
+
+local out = {}
+for _, item in ipairs(cjson.decode(ARGV[5])) do
+  local ok, res = pcall(commit, item)
+  if ok then table.insert(out, res)
+  else table.insert(out, {-1, tostring(res.err or res), ''}) end
+end
+for stream, ids in pairs(acks) do
+  redis.call('XACK', stream, INGEST_GROUP, unpack(ids))
+  redis.call('XDEL', stream, unpack(ids))
+end
+return out

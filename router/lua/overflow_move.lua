@@ -1,0 +1,23 @@
+-- Overflow: move a queue entry nobody claimed in time to its next target.
+-- KEYS: old band stream, new band stream, overflow zset, message hash
+-- ARGV: group, entry id, overflow member, new entry fields JSON [k, v...],
+--       next overflow score (ms) or "", new queue name
+-- -> {1, new entry id} | {0, "gone" | "claimed"}
+local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+if #e == 0 then
+  redis.call('ZREM', KEYS[3], ARGV[3])
+  return {0, 'gone'}
+end
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if p[1] then
+  redis.call('ZREM', KEYS[3], ARGV[3])
+  return {0, 'claimed'}
+end
+local qid = redis.call('XADD', KEYS[2], '*', unpack(cjson.decode(ARGV[4])))
+redis.call('XDEL', KEYS[1], ARGV[2])
+redis.call('ZREM', KEYS[3], ARGV[3])
+if ARGV[5] ~= '' then redis.call('ZADD', KEYS[3], ARGV[5], KEYS[2] .. ' ' .. qid) end
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('HSET', KEYS[4], 'queue_entry', KEYS[2] .. ' ' .. qid, 'queue', ARGV[6])
+end
+return {1, qid}

@@ -1,0 +1,82 @@
+-- The start of every script in router/lua/ (router/scripts.py puts it
+-- before each one): key names and group names generated from router/keys.py,
+-- and the helpers several scripts share. A script builds no key by hand: it
+-- gets it from KEYS, from its arguments, or from K here, after setting P.
+
+--@keys
+
+-- The identity key of an identity string "kind:value".
+local function identity_key(ident)
+  local kind, value = string.match(ident, '^([^:]*):(.*)$')
+  return K.identity(kind, value)
+end
+
+-- The live profile of a customer id, following merges.
+local function live(id)
+  for _ = 1, 10 do
+    local into = redis.call('HGET', K.customer(id), 'merged_into')
+    if not into then return id end
+    id = into
+  end
+  return id
+end
+
+-- Merge profile `from` into `into`, keeping everything: identities,
+-- channels, conversations (re-pointed), counts added, fields `into` lacks.
+local ADDED = {message_count = 1, conversation_count = 1, repeat_contacts = 1}
+local function merge(from, into, by, now)
+  local fk, ik = K.customer(from), K.customer(into)
+  for _, ident in ipairs(redis.call('SMEMBERS', K.customer_identities(from))) do
+    redis.call('SET', identity_key(ident), into)
+    redis.call('SADD', K.customer_identities(into), ident)
+  end
+  for _, ch in ipairs(redis.call('SMEMBERS', K.customer_channels(from))) do
+    redis.call('SADD', K.customer_channels(into), ch)
+  end
+  local convs = redis.call('ZRANGE', K.customer_conversations(from), 0, -1, 'WITHSCORES')
+  for i = 1, #convs, 2 do
+    redis.call('ZADD', K.customer_conversations(into), convs[i + 1], convs[i])
+    redis.call('HSET', K.conversation(convs[i]), 'customer_id', into)
+  end
+  local f = redis.call('HGETALL', fk)
+  for i = 1, #f, 2 do
+    local k, v = f[i], f[i + 1]
+    if ADDED[k] then
+      redis.call('HINCRBY', ik, k, v)
+    elseif k == 'created_at' or k == 'first_seen' then
+      local cur = redis.call('HGET', ik, k)
+      if not cur or tonumber(v) < tonumber(cur) then redis.call('HSET', ik, k, v) end
+    elseif k == 'last_seen' then
+      local cur = redis.call('HGET', ik, k)
+      if not cur or tonumber(v) > tonumber(cur) then redis.call('HSET', ik, k, v) end
+    elseif k == 'open_conversation' then
+      local cur = redis.call('HGET', ik, k)
+      local function act(c)
+        return tonumber(redis.call('HGET', K.conversation(c), 'last_activity') or 0)
+      end
+      if not cur or act(v) > act(cur) then redis.call('HSET', ik, k, v) end
+    elseif k ~= 'id' and k ~= 'merged_into' and redis.call('HEXISTS', ik, k) == 0 then
+      redis.call('HSET', ik, k, v)
+    end
+  end
+  redis.call('DEL', fk, K.customer_identities(from), K.customer_channels(from),
+             K.customer_conversations(from))
+  redis.call('HSET', fk, 'merged_into', into, 'merged_at', now)
+  redis.call('XADD', K.merges(), '*', 'from', from, 'into', into, 'at', now, 'by', by)
+end
+
+-- Whether `agent` holds the claim on `id`: the error string, or nil.
+local function owner_error(key, group, id, agent)
+  local p = redis.call('XPENDING', key, group, id, id, 1)
+  if not p[1] then return 'not claimed (already acked, or never claimed)' end
+  if p[1][2] ~= agent then return 'claimed by ' .. p[1][2] .. ', not ' .. agent end
+  return nil
+end
+
+-- The flat field list `count, k1, v1, k2, v2...` that starts at ARGV[at].
+local function argv_fields(at)
+  local f = {}
+  for j = 1, tonumber(ARGV[at]) * 2 do f[j] = ARGV[at + j] end
+  return f
+end
+

@@ -1,0 +1,6 @@
+-- Keep a claim alive: reset its visibility timer (public).
+-- KEYS: band stream; ARGV: group, agent, id
+local err = owner_error(KEYS[1], ARGV[1], ARGV[3], ARGV[2])
+if err then return redis.error_reply(err) end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+return 1
