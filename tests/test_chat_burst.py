@@ -6,6 +6,7 @@ taking messages meanwhile (issue 14, item 3)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections import Counter
@@ -114,3 +115,69 @@ async def test_500_hellos_at_once_get_a_frame_each_and_the_api_keeps_accepting(
         assert "MaxConnectionsError" not in log
     finally:
         daemon.stop()
+
+
+async def test_the_widget_comes_back_after_retry_after_jittered(tmp_path: Path) -> None:
+    """The real widget in headless Chromium against a socket that answers
+    ``busy`` (retry_after 4) three times: each reconnect comes between half
+    and one and a half times retry_after later (plus the close's slack),
+    never at once, and the fourth socket's welcome is taken."""
+    from aiohttp import web
+
+    from tests.support import ROOT, free_port
+    from tests.test_chat_browser import CHROMIUM, FLAGS, async_playwright
+
+    if async_playwright is None or not await asyncio.to_thread(Path(CHROMIUM).exists):
+        pytest.skip("needs Debian's chromium and the playwright package")
+    hellos: list[float] = []
+
+    async def socket(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            if json.loads(msg.data)["type"] != "hello":
+                continue
+            hellos.append(time.monotonic())
+            if len(hellos) <= 3:
+                busy = {"type": "error", "code": "busy", "message": "busy", "retry_after": 4}
+                await ws.send_str(json.dumps(busy))
+                await ws.close(code=1013, message=b"try again later")
+            else:
+                await ws.send_str(json.dumps({"type": "welcome", "visitor": "v_x", "token": "t"}))
+        return ws
+
+    widget = await asyncio.to_thread((ROOT / "router" / "static" / "chat-widget.js").read_text)
+
+    async def script(_: web.Request) -> web.Response:
+        return web.Response(text=widget, content_type="application/javascript")
+
+    async def page_html(_: web.Request) -> web.Response:
+        html = '<html><body><script src="/chat/widget.js"></script></body></html>'
+        return web.Response(text=html, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/chat/ws", socket)
+    app.router.add_get("/chat/widget.js", script)
+    app.router.add_get("/", page_html)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+            page = await browser.new_page()
+            await page.goto(f"http://127.0.0.1:{port}/")
+            await page.get_by_role("button", name="Chat with us").click()
+            async with asyncio.timeout(20):
+                while len(hellos) < 4:
+                    await asyncio.sleep(0.05)
+            await page.wait_for_function(
+                f"JSON.parse(localStorage.getItem('router-chat:127.0.0.1:{port}')).token === 't'"
+            )
+            await browser.close()
+    finally:
+        await runner.cleanup()
+    gaps = [round(b - a, 2) for a, b in itertools.pairwise(hellos)]
+    print("reconnect gaps after busy (retry_after 4):", gaps)
+    assert all(1.95 <= g <= 6.6 for g in gaps), gaps
