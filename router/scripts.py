@@ -5,7 +5,7 @@ in ``router/lua/NAME.lua``, with a contract comment at its top, and runs with
 ``router/lua/prelude.lua`` before it: the helpers several scripts share, and
 the key and group names, generated from :class:`~router.keys.Keys` (a script
 never spells a key). The scripts agent tools may call (claim, ack, release,
-renew) have their SHA1 published in the ``{prefix}scripts`` hash; their
+renew) have their SHA1 published in the scripts hash (``Keys.scripts``); their
 contracts are in docs/redis-schema.md.
 
 Conventions: flat field lists are passed as ``count, k1, v1, k2, v2...`` in

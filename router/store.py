@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -217,19 +218,17 @@ class Store:
 
     def partition_of(self, sender_key: str) -> int:
         """Ingest partition of a sender: all of one sender's messages share one."""
-        import zlib
-
         return zlib.crc32(sender_key.encode()) % self.partitions
 
 
 class RedisAdapterState:
     """:class:`~router.adapters.base.AdapterState` in Redis, under
-    ``{prefix}adapter:{name}:{key}``, values as JSON."""
+    :meth:`Keys.adapter_state` (``adapter:NAME:KEY``), values as JSON."""
 
     def __init__(self, store: Store, name: str) -> None:
         self.redis = store.redis
         self.scripts = store.scripts
-        self.base = f"{store.keys.prefix}adapter:{name}:"
+        self.base = store.keys.adapter_state(name, "")  # + the adapter's own key
 
     async def lease(self, key: str, owner: str, ttl: float) -> bool:
         held = await self.scripts.lease(keys=[self.base + key], args=[owner, int(ttl * 1000)])
