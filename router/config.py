@@ -641,6 +641,11 @@ class When(Strict):
     keywords: list[str] | None = None
     # new: the message starts a conversation; ongoing: it continues one.
     conversation: list[Literal["new", "ongoing"]] | None = None
+    # How the message reached us within its channel: on X a mention of the
+    # account, a post found by the brand search (its author did not write to
+    # us), or a DM; on voice a voicemail or a missed call. Other messages have
+    # no source, so a rule with this condition never matches them.
+    source: list[Literal["mention", "search", "dm", "voicemail", "missed_call"]] | None = None
     time: TimeCondition | None = None
 
     @field_validator("country")

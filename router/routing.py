@@ -243,6 +243,9 @@ def _rule_matches(
         return False
     if w.conversation is not None and ("ongoing" if ongoing else "new") not in w.conversation:
         return False
+    # the adapters' meta.kind: mention / search / dm (X), voicemail / missed_call (voice)
+    if w.source is not None and message.meta.get("kind", "") not in w.source:
+        return False
     if w.keywords is not None:
         text = f"{message.subject or ''}\n{message.text}"
         if not routing.keywords[rule.name].search(text):
@@ -464,6 +467,12 @@ def decide(
     if not ongoing and ack.enabled and message.channel in channels:
         if _is_automatic(message):
             reasons.append("no acknowledgement: the message is automatic (auto-reply or bulk)")
+        elif message.meta.get("unsolicited") == "true":
+            # e.g. a post found by X brand search: an automatic answer would be public
+            reasons.append(
+                "no acknowledgement: the sender did not write to us (a post found by "
+                "brand search); a person decides whether to answer"
+            )
         else:
             text, tpl_language = _ack_template(cfg, language, message.hints.locale)
             if tpl_language != language:  # no template in their language: keep it one language

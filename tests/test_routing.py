@@ -1393,3 +1393,95 @@ def test_ack_fallback_uses_the_configured_english_template(baltic: Routing) -> N
     assert d.ack_text is not None
     if d.ack_text.startswith("Thank"):
         assert ACK["en"] in d.ack_text, d.ack_text
+
+
+# -- 9. where a message came from within its channel: X brand search, voicemails ---------------
+# (issue 14: a post that merely names the brand got an automatic public reply)
+
+
+@pytest.fixture(scope="module")
+def watching(tmp_path_factory: pytest.TempPathFactory) -> Routing:
+    """The example config with a social-media desk and two rules on `source`
+    in front of the others."""
+    data = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    data["queues"]["brand-watch"] = {"description": "posts that name the brand"}
+    data["rules"][:0] = [
+        {
+            "name": "brand-search",
+            "when": {"source": ["search"]},
+            "targets": [{"queue": "brand-watch", "priority": "low"}],
+        },
+        {
+            "name": "voicemails",
+            "when": {"source": ["voicemail", "missed_call"]},
+            "targets": [{"queue": "support-us", "priority": "high"}],
+        },
+    ]
+    directory = tmp_path_factory.mktemp("watching")
+    data["state_dir"] = str(directory / "state")
+    path = directory / "router.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return Routing.build(load_config(path, env=ENV), SENDABLE)
+
+
+# fmt: off
+SEARCH_HIT = {"kind": "search", "public": "true", "unsolicited": "true"}
+MENTION = {"kind": "mention", "public": "true"}
+NO_ACK_SEARCH = (
+    "no acknowledgement: the sender did not write to us (a post found by brand search); "
+    "a person decides whether to answer"
+)
+
+SOURCES = [
+    case(
+        "x-search-hit-to-its-rule-without-ack",
+        Msg("Just got my Acme Shoes, they look great", channel="x", sender=X_USER,
+            meta=SEARCH_HIT),
+        WED_US,
+        rule="brand-search", queue="brand-watch", priority="low", ack=None,
+        reasons=("rule 'brand-search' matched", NO_ACK_SEARCH),
+    ),
+    case(
+        "x-mention-is-not-a-search-hit-and-is-acknowledged",
+        Msg(EN, channel="x", sender=X_USER, meta=MENTION),
+        WED_US,
+        rule="english-follow-the-sun", queue="support-us", ack=ACK["en"],
+    ),
+    case(
+        "sms-has-no-source",
+        Msg(EN, sender=US), WED_US,
+        rule="english-follow-the-sun", queue="support-us",
+    ),
+    case(
+        "voicemail-by-source",
+        Msg(EN, channel="voice", sender=US, meta={"kind": "voicemail"}), WED_US,
+        rule="voicemails", queue="support-us", priority="high",
+    ),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("msg", "at", "expect"), SOURCES)
+def test_rules_on_source(watching: Routing, msg: Msg, at: str, expect: dict) -> None:
+    d, now = run(watching, msg, at)
+    check(d, now, expect)
+
+
+def test_a_search_hit_is_never_acknowledged_even_without_a_rule(routing: Routing) -> None:
+    msg = Msg("Acme Shoes are the best running shoes", channel="x", sender=X_USER, meta=SEARCH_HIT)
+    d, now = run(routing, msg, WED_US)
+    check(d, now, {"ack": None, "reasons": (NO_ACK_SEARCH,)})
+
+
+def test_an_unknown_source_is_a_config_error(tmp_path: Path) -> None:
+    from router.config import ConfigError
+
+    data = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    data["rules"][0]["when"] = {"source": ["serach"]}
+    data["state_dir"] = str(tmp_path / "state")
+    path = tmp_path / "router.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    with pytest.raises(ConfigError) as refused:
+        load_config(path, env=ENV)
+    problems = "\n".join(refused.value.problems)
+    assert "rules" in problems and "source" in problems and "'search'" in problems, problems

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import redis as redis_sync
+import yaml
 
 from router.adapters.x import PUBLIC_ACKS, RateLimits, _thread
 from tests.support import DaemonProcess, RedisServer, cli, free_port, write_config
@@ -280,3 +281,66 @@ def test_x_ids_that_are_not_numbers_never_become_references() -> None:
     dm = {"id": "7", "sender_id": "2", "text": "hi", "dm_conversation_id": "2-3"}
     assert dm_message(dm, {}).references == ["2-3"]
     assert dm_message({**dm, "dm_conversation_id": "2-3\x00"}, {}).references == []
+
+
+async def test_a_brand_search_hit_is_queued_for_a_person_and_never_answered(
+    tmp_path: Path, redis_server: RedisServer, x_emulator: XEmulator
+) -> None:
+    """Issue 14: a post that merely names the brand got an automatic public
+    reply. It is routed (here by a rule on `source`) with no acknowledgement;
+    a mention still gets its public one."""
+    em = x_emulator
+    r = redis_server.client()
+    hit = em.add_tweet(
+        "Just got my Acme Shoes and they already feel great",
+        author_id="5555",
+        author_username="runner",
+        lang="en",
+    )
+    mention = em.add_mention(
+        "@acme my Acme Shoes order has not arrived", author_id="6666", author_username="buyer"
+    )
+    config = x_config(
+        tmp_path,
+        redis_server.url,
+        em,
+        "d1",
+        **{
+            "queues": {
+                "support-br": {"team": "brazil"},
+                "support-jp": {"team": "japan"},
+                "support-en": {"team": "world"},
+                "general": {},
+                "brand-watch": {},
+            },
+            "rules": [
+                {
+                    "name": "brand-search",
+                    "when": {"source": ["search"]},
+                    "targets": [{"queue": "brand-watch", "priority": "low"}],
+                }
+            ],
+        },
+    )
+    data = yaml.safe_load(config.read_text())
+    data["channels"]["x"]["search_query"] = '"Acme Shoes" -is:retweet'
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    daemon = start(config, em)
+    try:
+        (queued,) = await until(lambda: entries(r, "brand-watch"), what="the search hit routed")
+        msg = r.hgetall(f"router:msg:{{{queued['message_id']}}}")
+        assert msg["source_id"] == hit["id"] and msg["sender"] == "x:5555"
+        assert json.loads(msg["meta"])["kind"] == "search"
+        d = json.loads(msg["decision"])
+        assert d["rule"] == "brand-search" and d["ack_text"] is None
+        assert any("did not write to us" in reason for reason in d["reasons"])
+        # the mention (it names the brand too, and was found first) is acknowledged
+        acked = await until(
+            lambda: [p for p in em.posted if p.in_reply_to_tweet_id == mention["id"]],
+            what="the mention's public acknowledgement",
+        )
+        assert acked[0].text == PUBLIC_ACKS["en"]
+        await asyncio.sleep(2)  # the outbox is idle: nothing more is coming
+        assert not [p for p in em.posted if p.in_reply_to_tweet_id == hit["id"]]
+    finally:
+        daemon.stop()

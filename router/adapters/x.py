@@ -8,8 +8,12 @@ Inbound
     deduplicated by their id) and, optionally, posts matching a brand
     search. Each post or DM becomes a message (identity: the X user id,
     not the handle; ``lang`` as a hint; the X conversation id or DM
-    conversation threads it). A cursor moves only after every message up to
-    it is durably stored, so a restart neither loses nor repeats posts.
+    conversation threads it; ``meta.kind`` says mention, search or dm, which
+    rules match with ``when: {source: [...]}``). A brand-search hit is someone
+    who merely names the brand: it is marked ``unsolicited`` and routed for a
+    person to decide, never answered automatically (that answer would be
+    public). A cursor moves only after every message up to it is durably
+    stored, so a restart neither loses nor repeats posts.
 
 Rate limits
     ``x-rate-limit-remaining`` / ``-reset`` are read on every answer: an
@@ -389,6 +393,8 @@ def tweet_message(tweet: dict[str, Any], user: dict[str, Any], kind: str) -> Inb
             "kind": kind,
             "public": "true",
             "created_at": tweet.get("created_at", ""),
+            # they named the brand without writing to us: no automatic (public) answer
+            **({"unsolicited": "true"} if kind == "search" else {}),
         },
     )
 
