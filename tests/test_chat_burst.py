@@ -19,7 +19,7 @@ import yaml
 
 from router.adapters.chat import sign_visitor
 from tests.support import API_TOKEN, DaemonProcess, RedisServer
-from tests.test_chat import ORIGIN, SECRET, chat_config, start
+from tests.test_chat import ORIGIN, SECRET, chat_config, entries, start
 
 SOCKETS = 500
 POSTS = 60
@@ -109,6 +109,17 @@ async def test_500_hellos_at_once_get_a_frame_each_and_the_api_keeps_accepting(
             # turned away visitors are a warning, at most a line a minute
             assert len(daemon.events("chat_busy")) == 1
         assert statuses == Counter({202: POSTS}), statuses
+        # and routing went on: every posted message reached a queue
+        r = redis_server.client()
+
+        def queued() -> int:
+            return sum(len(entries(r, q)) for q in ("general", "support-en", "support-jp"))
+
+        for _ in range(200):
+            if await asyncio.to_thread(queued) >= POSTS:
+                break
+            await asyncio.sleep(0.05)
+        assert await asyncio.to_thread(queued) == POSTS
         log = daemon.log()
         assert '"level":"error"' not in log, log[-4000:]
         assert "Traceback" not in log, log[-4000:]
@@ -181,3 +192,28 @@ async def test_the_widget_comes_back_after_retry_after_jittered(tmp_path: Path) 
     gaps = [round(b - a, 2) for a, b in itertools.pairwise(hellos)]
     print("reconnect gaps after busy (retry_after 4):", gaps)
     assert all(1.95 <= g <= 6.6 for g in gaps), gaps
+
+
+async def test_with_redis_away_a_hello_is_told_to_come_back_not_dropped(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Redis trouble during a hello is an ``unavailable`` frame with
+    ``retry_after`` and close 1013, and a throttled warning; no traceback."""
+    daemon = start(*chat_config(tmp_path, redis_server.url))
+    try:
+        redis_server.stop()
+        async with aiohttp.ClientSession() as http:
+            for _ in range(5):
+                ws = await http.ws_connect(f"{daemon.url}/chat/ws", headers={"Origin": ORIGIN})
+                await ws.send_str(json.dumps({"type": "hello"}))
+                async with asyncio.timeout(15):
+                    frame = json.loads((await ws.receive()).data)
+                    end = await ws.receive()
+                assert frame["type"] == "error" and frame["code"] in ("unavailable", "busy")
+                assert 1 <= frame["retry_after"] <= 60
+                assert end.type == aiohttp.WSMsgType.CLOSE and end.data == 1013
+                await ws.close()
+    finally:
+        daemon.stop()
+    assert not daemon.events("http_handler_failed")
+    assert len(daemon.events("chat_redis_unavailable")) == 1
