@@ -520,6 +520,36 @@ async def test_mime_bombs_never_stall_the_daemon(tmp_path: Path, redis_server: R
         server.stop()
 
 
+async def test_mail_arriving_during_a_fetch_does_not_wait_for_the_next_idle(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """The server reports mail that arrives while the watcher fetches and
+    stores in the responses to those commands, not later in IDLE: the watcher
+    searches again before idling, or the mail waits for the next IDLE renewal
+    (5 minutes by default)."""
+    r = redis_server.client()
+    server: ImapServer = (
+        DovecotServer().start() if DovecotServer.available else PymapServer().start()
+    )
+    try:
+        server.create(FOLDER)
+        server.append(FOLDER, mail("ana@customer.example", "Before", "The first question"))
+        daemon = start(mail_config(tmp_path, redis_server.url, server), server)
+        try:
+            await until(lambda: len(queued(r)) == 1, what="the first mail routed")
+            client = server.session()
+            for _ in range(6):  # about 0.4 s of parsing each
+                server.append(FOLDER, many_parts_mail(1000), client)
+            await until(lambda: len(queued(r)) >= 2, what="the first slow mail routed")
+            server.append(FOLDER, mail("bo@customer.example", "Late", "Arrived meanwhile"), client)
+            client.logout()
+            await until(lambda: len(queued(r)) == 8, timeout=20, what="the late mail routed")
+        finally:
+            daemon.stop()
+    finally:
+        server.stop()
+
+
 def parse_or_misbehave(raw: bytes) -> ParsedMail:
     """parse(), except that b"die" kills the worker and b"hang" never returns."""
     if raw == b"die":

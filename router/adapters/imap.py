@@ -348,7 +348,11 @@ class FolderWatcher:
             last = 0
         idle = account.idle and "IDLE" in client.protocol.capabilities
         while True:
-            last = await self.fetch_new(client, validity, last)
+            # Again until a search finds nothing: the server reports mail that
+            # arrives during our FETCH/STORE in their responses (which we do
+            # not read), not later in IDLE, so it would wait for the next one.
+            while (found := await self.fetch_new(client, validity, last)) != last:
+                last = found
             if idle:
                 await self.wait_idle(client, min(IDLE_RENEW, account.idle_renew))
             else:
