@@ -449,7 +449,9 @@ class ChatAdapter:
         session = Session(self, ws)
         try:
             await session.run()
-        except (RedisError, OSError, TimeoutError) as exc:
+        except ConnectionResetError:
+            pass  # the client went away while we answered: nobody to tell
+        except (RedisError, OSError) as exc:
             # Redis away or too slow: the visitor hears it and comes back
             # later (its unacknowledged messages are re-sent), no traceback
             self.redis_outage.failed(
@@ -491,8 +493,10 @@ class Session:
         """Tell the client when to come back (``retry_after`` seconds, spread),
         then close the socket ("try again later")."""
         frame = {"type": "error", "code": code, "message": message, "retry_after": retry_after()}
-        await self.ws.send_str(orjson.dumps(frame).decode())
-        await self.ws.close(code=TRY_AGAIN_LATER, message=b"try again later")
+        # (a client already gone needs no answer)
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            await self.ws.send_str(orjson.dumps(frame).decode())
+            await self.ws.close(code=TRY_AGAIN_LATER, message=b"try again later")
 
     async def run(self) -> None:
         chat = self.adapter.settings
@@ -550,6 +554,8 @@ class Session:
         try:
             async with asyncio.timeout(HELLO_WAIT):
                 await self.hello(frame)
+        except (ConnectionResetError, RuntimeError):
+            self._leave()  # the client went away meanwhile: nobody to tell
         except TimeoutError:
             self._leave()  # (not welcomed: nothing of it stays)
             adapter.redis_outage.failed(
