@@ -23,10 +23,14 @@ try:
 except ImportError:  # pragma: no cover
     async_playwright = None  # type: ignore[assignment]
 
+NEEDS_CHROMIUM = (
+    "needs Debian's chromium and the playwright package: run scripts/test as root "
+    "(it installs them), or `apt-get install --no-install-recommends chromium` and "
+    "`scripts/bootstrap test`"
+)
 pytestmark = pytest.mark.skipif(
     async_playwright is None or not Path(CHROMIUM).exists(),
-    reason="needs Debian's chromium and the playwright package: run scripts/test as root "
-    "(it installs them), or `apt install chromium` and `pip install -e .[test]`",
+    reason=NEEDS_CHROMIUM,
 )
 FLAGS = [
     "--no-sandbox",

@@ -136,10 +136,10 @@ async def test_the_widget_comes_back_after_retry_after_jittered(tmp_path: Path) 
     from aiohttp import web
 
     from tests.support import ROOT, free_port
-    from tests.test_chat_browser import CHROMIUM, FLAGS, async_playwright
+    from tests.test_chat_browser import CHROMIUM, FLAGS, NEEDS_CHROMIUM, async_playwright
 
     if async_playwright is None or not await asyncio.to_thread(Path(CHROMIUM).exists):
-        pytest.skip("needs Debian's chromium and the playwright package")
+        pytest.skip(NEEDS_CHROMIUM)
     hellos: list[float] = []
 
     async def socket(request: web.Request) -> web.WebSocketResponse:
