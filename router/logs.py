@@ -112,3 +112,38 @@ class Outage:
             failures=self._failures,
         )
         self.since = None
+
+
+class RefusalLog:
+    """The log of refusals any caller can cause at will (a forged signature or
+    token per request, a turned-away connection): bounded, whatever the rate.
+
+    The first refusal is logged at once; after that at most one line every
+    ``every`` seconds, carrying how many were refused since the line before
+    (``refused_since_last_line``) and since the start (``refused_total``).
+    Unlike :class:`router.logs.Outage` nothing "recovers": a valid request in
+    between must not reopen the gate, or forged and valid requests
+    alternating would log a line each.
+    """
+
+    def __init__(
+        self, logger: Any, event: str, every: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.log, self.event, self.every, self.clock = logger, event, every, clock
+        self.total = 0
+        self._unlogged = 0
+        self._logged_at: float | None = None
+
+    def refused(self, **fields: Any) -> None:
+        self.total += 1
+        now = self.clock()
+        if self._logged_at is not None and now - self._logged_at < self.every:
+            self._unlogged += 1
+            return
+        self.log.warning(
+            self.event,
+            **fields,
+            refused_since_last_line=self._unlogged + 1,  # this one included
+            refused_total=self.total,
+        )
+        self._logged_at, self._unlogged = now, 0

@@ -487,7 +487,7 @@ async def test_a_flood_of_forged_webhooks_logs_a_few_lines_and_counts_them_all(
 
 
 def test_refusal_log_is_bounded_and_keeps_the_count() -> None:
-    from router.adapters.twilio import RefusalLog
+    from router.logs import RefusalLog
 
     class Lines:
         def __init__(self) -> None:

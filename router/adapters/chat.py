@@ -65,7 +65,7 @@ from router.adapters.base import AdapterContext
 from router.config import ChatSettings, Config
 from router.ingest import StoreUnavailable
 from router.keys import Keys
-from router.logs import Outage
+from router.logs import Outage, RefusalLog
 from router.model import Hints, Identity, InboundMessage, OutboundMessage
 from router.profiles.claims import ClaimRefused, EmailClaims
 from router.profiles.identity import normalise_email
@@ -127,27 +127,6 @@ def verify_token(
 def retry_after() -> int:
     """Seconds a client turned away should wait (spread over RETRY_AFTER)."""
     return random.randint(*RETRY_AFTER)
-
-
-class QuietLog:
-    """A warning any visitor can cause at will (a forged token per request):
-    the first line at once, then at most one every ``every`` seconds, which
-    says how many were not logged since."""
-
-    def __init__(self, logger: Any, event: str, every: float = QUIET_LOG_EVERY) -> None:
-        self.log, self.event, self.every = logger, event, every
-        self._logged_at: float | None = None
-        self._unlogged = 0
-
-    def warning(self, **fields: Any) -> None:
-        now = time.monotonic()
-        if self._logged_at is not None and now - self._logged_at < self.every:
-            self._unlogged += 1
-            return
-        if self._logged_at is not None:
-            fields["not_logged_since_last"] = self._unlogged
-        self.log.warning(self.event, **fields)
-        self._logged_at, self._unlogged = now, 0
 
 
 _Command = Callable[[Pipeline], Any]
@@ -366,8 +345,8 @@ class ChatAdapter:
         # the claims' own Redis calls (a few round trips each) at once: a
         # burst of e-mail frames waits here, not on the daemon's shared pool
         self.claim_slots = asyncio.Semaphore(8)
-        self.token_refused = QuietLog(log, "chat_token_refused")
-        self.busy_log = QuietLog(log, "chat_busy")
+        self.token_refused = RefusalLog(log, "chat_token_refused", every=QUIET_LOG_EVERY)
+        self.busy_log = RefusalLog(log, "chat_busy", every=QUIET_LOG_EVERY)
         # Redis trouble seen by sockets: a few lines, not one per socket
         self.redis_outage = Outage(log, "chat_redis_unavailable", "chat_redis_recovered")
 
@@ -542,7 +521,7 @@ class Session:
         ``max_pending_hellos`` are being answered already."""
         adapter = self.adapter
         if not await self._turn():
-            adapter.busy_log.warning(
+            adapter.busy_log.refused(
                 pending=adapter.pending_hellos,
                 waiting=adapter.waiting_hellos,
                 action="visitors are told to retry in a few seconds; "
@@ -606,7 +585,7 @@ class Session:
             visitor = verify_token(chat.secret.value, str(token), ttl=chat.token_ttl)
             if visitor is None:
                 expired = verify_token(chat.secret.value, str(token)) is not None
-                self.adapter.token_refused.warning(
+                self.adapter.token_refused.refused(
                     reason="expired" if expired else "not genuine",
                     action="the visitor starts a new chat"
                     + ("" if expired else "; a forged or foreign token"),

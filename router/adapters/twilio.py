@@ -45,6 +45,7 @@ from twilio.twiml.voice_response import VoiceResponse
 from router.adapters.base import AdapterContext, PermanentSendError
 from router.config import Config, TwilioSettings
 from router.ingest import StoreUnavailable
+from router.logs import RefusalLog
 from router.model import Hints, InboundMessage, OutboundMessage
 from router.profiles.identity import normalise_phone
 
@@ -88,40 +89,6 @@ def whole_number(params: dict[str, str], name: str, most: int) -> int:
     if len(raw) > len(str(most)) or not (raw.isascii() and raw.isdigit()) or int(raw) > most:
         raise BadParameter(f"{name} must be a whole number from 0 to {most}, not {raw[:20]!r}")
     return int(raw)
-
-
-class RefusalLog:
-    """The log of refused requests (forged signatures): bounded, whatever the rate.
-
-    The first refusal is logged at once; after that at most one line every
-    ``every`` seconds, carrying how many were refused since the line before
-    (``refused_since_last_line``) and since the start (``refused_total``).
-    Unlike :class:`router.logs.Outage` nothing "recovers": a valid request in
-    between must not reopen the gate, or forged and valid requests
-    alternating would log a line each.
-    """
-
-    def __init__(
-        self, logger: Any, event: str, every: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.log, self.event, self.every, self.clock = logger, event, every, clock
-        self.total = 0
-        self._unlogged = 0
-        self._logged_at: float | None = None
-
-    def refused(self, **fields: Any) -> None:
-        self.total += 1
-        now = self.clock()
-        if self._logged_at is not None and now - self._logged_at < self.every:
-            self._unlogged += 1
-            return
-        self.log.warning(
-            self.event,
-            **fields,
-            refused_since_last_line=self._unlogged + 1,  # this one included
-            refused_total=self.total,
-        )
-        self._logged_at, self._unlogged = now, 0
 
 
 def split_text(text: str, limit: int = SMS_LIMIT) -> list[str]:
