@@ -387,6 +387,21 @@ def many_parts_mail(count: int) -> bytes:
     return head + b'Content-Type: multipart/mixed; boundary="x"\r\n\r\n' + parts + b"--x--\r\n"
 
 
+def big_mail(attachment_bytes: int) -> bytes:
+    """A short question with a large attachment (base64 on the wire)."""
+    head = mail("big@customer.example", "big", "").split(b"Content-Type:")[0]
+    data = base64.encodebytes(os.urandom(attachment_bytes)).replace(b"\n", b"\r\n")
+    return (
+        head
+        + b'Content-Type: multipart/mixed; boundary="q"\r\n\r\n'
+        + b"--q\r\nContent-Type: text/plain\r\n\r\nInvoice attached.\r\n"
+        + b"--q\r\nContent-Type: application/pdf; name=scan.pdf\r\n"
+        + b"Content-Transfer-Encoding: base64\r\n\r\n"
+        + data
+        + b"--q--\r\n"
+    )
+
+
 def nested_mail(depth: int) -> bytes:
     """Multiparts nested ``depth`` levels deep."""
     head = mail("mallory@attacker.example", "nested", "").split(b"Content-Type:")[0]
@@ -463,7 +478,8 @@ async def test_mime_bombs_never_stall_the_daemon(tmp_path: Path, redis_server: R
     On a real daemon and a real IMAP server (Dovecot when it is installed,
     else pymap), /healthz answers within 100 ms, polled every 50 ms, while a
     20,000-part mail and a 3,000-level nested one are fetched and
-    dead-lettered with their reasons, and the mail after them is routed.
+    dead-lettered with their reasons, and the mails after them (one of 1,000
+    parts, one of 20 MB) are routed.
     """
     r = redis_server.client()
     server: ImapServer = (
@@ -488,6 +504,7 @@ async def test_mime_bombs_never_stall_the_daemon(tmp_path: Path, redis_server: R
             server.append(FOLDER, parts, client)
             server.append(FOLDER, nested, client)
             server.append(FOLDER, heavy, client)
+            server.append(FOLDER, big_mail(15_000_000), client)  # 20 MB on the wire
             server.append(FOLDER, mail("bo@customer.example", "After", "The next question"), client)
             client.logout()
             await until(
@@ -510,7 +527,7 @@ async def test_mime_bombs_never_stall_the_daemon(tmp_path: Path, redis_server: R
             assert "more than 1000 MIME parts" in reasons[1], reasons
             assert "MIME nesting deeper than 40 levels" in reasons[0], reasons
             assert {base64.b64decode(d["payload"])[:4] for d in dead(r)} == {b"From"}
-            assert subjects() == {"Before", "parts", "After"}
+            assert subjects() == {"Before", "parts", "big", "After"}
             assert daemon.proc is not None and daemon.proc.poll() is None
         finally:
             if probe is not None and probe.proc.poll() is None:
