@@ -14,6 +14,7 @@
 P = ARGV[1]
 local now_s = ARGV[2]
 local now, window, retention = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local overflow, outbox = K.overflow(), K.outbox()
 local acks = {}  -- stream -> ids to XACK + XDEL together at the end
 local function ack(stream, id)
   local l = acks[stream]
@@ -103,10 +104,10 @@ local function commit(item)
     redis.call('EXPIRE', refs, retention)
   end
   if item.overflow_at_ms ~= '' and not quiet then
-    redis.call('ZADD', K.overflow(), item.overflow_at_ms, stream .. ' ' .. qid)
+    redis.call('ZADD', overflow, item.overflow_at_ms, stream .. ' ' .. qid)
   end
   if item.acknowledgement ~= '' and not quiet then
-    redis.call('XADD', K.outbox(), '*', 'o', item.acknowledgement)
+    redis.call('XADD', outbox, '*', 'o', item.acknowledgement)
   end
   ack(item.ingest_stream, item.entry_id)
   return {1, qid, cid}
