@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import multiprocessing
 import os
 import random
@@ -62,6 +63,7 @@ PARSE_TIMEOUT = 60.0  # seconds of one parse before its worker is killed
 # Bigger mail goes to the worker as a file: pickling it into the pool's pipe
 # would hold the GIL (and so the loop) for tens of milliseconds per 20 MB.
 PARSE_BY_FILE = 1_000_000
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class ImapFailure(Exception):
@@ -194,10 +196,17 @@ def to_message(parsed: ParsedMail, source_id: str, account: str, folder: str) ->
     )
 
 
-def _worker_init() -> None:
-    # Ctrl-C in a terminal reaches the whole process group: the daemon decides
-    # when its workers stop, not the signal.
+def _worker_init(daemon_pid: int) -> None:
+    # Ctrl-C in a terminal and systemd's stop reach the whole process group:
+    # the daemon decides when its workers stop (MailParser.stop kills them),
+    # so a parse in flight is not broken while the daemon drains.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # ...and a daemon that dies (SIGKILL) takes them with it (Linux).
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != daemon_pid:  # it died before prctl
+        os._exit(0)
 
 
 def _warm_up() -> int:
@@ -246,6 +255,7 @@ class MailParser:
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_worker_init,
+            initargs=(os.getpid(),),
         )
 
     async def start(self) -> None:
@@ -313,17 +323,13 @@ class MailParser:
             return
         processes = dict(getattr(pool, "_processes", None) or {})
         pool.shutdown(wait=False, cancel_futures=True)
-        for process in processes.values():
+        for process in processes.values():  # they hold nothing to save
             with contextlib.suppress(Exception):
-                process.terminate()
+                process.kill()
 
         def join() -> None:
-            deadline = time.monotonic() + 2.0
             for process in processes.values():
-                process.join(max(0.0, deadline - time.monotonic()))
-                if process.is_alive():
-                    process.kill()
-                    process.join(1.0)
+                process.join(2.0)
 
         await asyncio.to_thread(join)
 
