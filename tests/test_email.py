@@ -567,6 +567,55 @@ async def test_mail_arriving_during_a_fetch_does_not_wait_for_the_next_idle(
         server.stop()
 
 
+async def test_mail_cases_are_read_right_through_imap(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Issue 14, "e-mail read right": the hand-made cases of tests/fixtures/mail-cases,
+    fetched from a real IMAP server by a real daemon, are routed with the words
+    a mail client shows; the two bounces are reports (about mail this daemon
+    did not send, so dead-lettered with the bounced Message-ID)."""
+    r = redis_server.client()
+    server: ImapServer = (
+        DovecotServer().start() if DovecotServer.available else PymapServer().start()
+    )
+    cases = sorted((FIXTURES / "mail-cases").glob("*.eml"))
+    assert len(cases) == 10, cases
+    try:
+        server.create(FOLDER)
+        client = server.session()
+        for path in cases:
+            server.append(FOLDER, path.read_bytes(), client)
+        client.logout()
+        daemon = start(mail_config(tmp_path, redis_server.url, server), server)
+        try:
+            await until(lambda: len(queued(r)) + len(dead(r)) == 10, what="all ten handled")
+            routed = {}
+            for entry in queued(r):
+                record = r.hgetall(f"router:msg:{{{entry['message_id']}}}")
+                routed[record["subject"]] = record
+            texts = {subject: record["text"] for subject, record in routed.items()}
+            assert texts == {
+                "MMS message": "My parcel arrived damaged, photo attached. Order 5521.",
+                "Invoice question": "Please send the invoice for order 7788 again.",
+                "Logs attached": "The checkout page says: payment declined, code 51.",
+                "Frösche im Paket": "Ich habe Frösche bestellt.",
+                "Юникод: заказ\ufffd не пришёл": "Заказ 4411 не пришёл.",
+                "Delivery": "Grüße aus Köln, die Lieferung für Bestellung 9001 fehlt.",
+                "Whitespace": "Where is my order 3141?",
+                "Refund": "Hello, I returned the shoes (order 6060) two weeks ago.\n"
+                "When will I get my refund?",
+            }
+            assert routed["Frösche im Paket"]["display_name"] == "Jürgen Müller"
+            assert routed["Whitespace"]["sender"] == "email:ana@customer.example"
+            reasons = sorted(d["reason"] for d in dead(r))
+            assert "about reply-42@shop.example, which the daemon did not send" in reasons[0]
+            assert "about reply-43@shop.example, which the daemon did not send" in reasons[1]
+        finally:
+            daemon.stop()
+    finally:
+        server.stop()
+
+
 def parse_or_misbehave(raw: bytes) -> ParsedMail:
     """parse(), except that b"die" kills the worker and b"hang" never returns."""
     if raw == b"die":
