@@ -1700,6 +1700,8 @@ def check_structure(
     # Each open container: the boundary of a multipart, or None for an
     # attached message (message/rfc822) whose own header block comes next.
     stack: list[bytes | None] = []
+    digests: set[int] = set()  # levels that are multipart/digest
+    in_digest = False  # this header block opens a part of a digest
     in_headers = True
     status_blocks = False  # in a message/delivery-status body: each block is a part
     content_type: bytes | None = None
@@ -1718,13 +1720,16 @@ def check_structure(
             level, closing = _open_boundary(stack, candidate)
             if level is not None:
                 del stack[level + 1 :]
+                digests = {d for d in digests if d < len(stack)}
                 status_blocks = False
                 if closing:
                     stack.pop()
+                    digests.discard(level)
                     in_headers = False  # the epilogue: no structure in it
                 else:
                     count_part()
                     in_headers, content_type, collecting = True, None, False
+                    in_digest = level in digests
                 continue
         if not in_headers:
             if status_blocks:
@@ -1746,14 +1751,18 @@ def check_structure(
                     content_type = value.strip()
             continue
         # the blank line ending a header block: what does that block open?
-        in_headers, opened = False, _opens(content_type or b"")
-        content_type, collecting = None, False
+        # (a digest's part without a type is a message/rfc822, as the parser reads it)
+        in_headers, opened = False, _opens(content_type or b"", in_digest)
+        digest = _is_digest(content_type or b"")
+        content_type, collecting, in_digest = None, False, False
         if opened == b"":
             status_blocks = True
             continue
         if opened is False:
             continue
         stack.append(opened if isinstance(opened, bytes) else None)
+        if digest and isinstance(opened, bytes):
+            digests.add(len(stack) - 1)
         if len(stack) > max_depth:
             raise MailError(f"MIME nesting deeper than {max_depth} levels; refused before parsing")
         if opened is None:
@@ -1773,15 +1782,16 @@ def _open_boundary(stack: list[bytes | None], candidate: bytes) -> tuple[int | N
     return None, False
 
 
-def _opens(content_type: bytes) -> bytes | bool | None:
+def _opens(content_type: bytes, in_digest: bool = False) -> bytes | bool | None:
     """What a header block's Content-Type opens.
 
     A multipart's boundary; None for an attached message (parsed as one);
     b"" for a delivery-status body (parsed as blocks of fields); False for a leaf.
+    Without a (valid) type, a part of a multipart/digest is a message.
     """
     match = _CONTENT_TYPE_RE.match(content_type)
     if not match:
-        return False
+        return None if in_digest else False
     maintype, subtype = match.group(1).lower(), match.group(2).lower()
     if maintype == b"multipart":
         found = _BOUNDARY_PARAM_RE.search(content_type[match.end() :])
@@ -1792,6 +1802,11 @@ def _opens(content_type: bytes) -> bytes | bool | None:
     if maintype == b"message":
         return b"" if subtype == b"delivery-status" else None
     return False
+
+
+def _is_digest(content_type: bytes) -> bool:
+    match = _CONTENT_TYPE_RE.match(content_type)
+    return match is not None and match.group(0).lower().replace(b" ", b"") == b"multipart/digest"
 
 
 def _parse(data: bytes, max_text_chars: int, max_attachment_bytes: int) -> ParsedMail:

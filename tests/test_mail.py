@@ -754,8 +754,26 @@ def nested_messages(depth: int) -> bytes:
             ),
             "more than 1000 MIME parts",
         ),
+        # a digest's parts are messages by default: their parts count too
+        (
+            mail(
+                {"Content-Type": 'multipart/digest; boundary="d"'},
+                '--d\r\n\r\nContent-Type: multipart/mixed; boundary="x"\r\n\r\n'
+                + "".join("--x\r\n\r\np\r\n" for _ in range(1500))
+                + "--x--\r\n--d--\r\n",
+            ),
+            "more than 1000 MIME parts",
+        ),
     ],
-    ids=["20000-parts", "1001-parts", "3000-multiparts", "3000-messages", "2nd-ctype", "dsn"],
+    ids=[
+        "20000-parts",
+        "1001-parts",
+        "3000-multiparts",
+        "3000-messages",
+        "2nd-ctype",
+        "dsn",
+        "digest-default",
+    ],
 )
 def test_mime_bombs_are_refused_before_the_full_parse(raw: bytes, reason: str) -> None:
     """Issue 14, item 2: the standard library builds the whole tree (7-10 s for
