@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict
 
 import orjson
 import structlog
@@ -64,14 +64,15 @@ class Entry:
     context: Context | None = None
 
 
-@dataclass(slots=True)
-class CommitItem:
+class CommitItem(TypedDict):
     """One routed message, as the commit script (``lua/commit_route.lua``)
     takes it: a JSON object, read there as ``item.<field>``.
 
     The script builds every key from these with the prelude's ``K`` (from
     :class:`~router.keys.Keys`). Field lists are ``[k, v, ...]`` of strings,
     in the order the hash or stream entry keeps them (``scripts.pairs``).
+    (A TypedDict, not a dataclass: orjson encodes a dict in a third of the
+    time, and this is encoded once per message.)
     """
 
     ingest_stream: str  # the ingest entry to acknowledge: its stream...
@@ -377,7 +378,7 @@ class RoutingWorker:
                     owned[p] = ">"
         return entries
 
-    # -- 2..6 ----------------------------------------------------------------
+    # -- 2..7 route: the stages ------------------------------------------------
     async def route(self, entries: list[Entry]) -> None:
         """Route a batch read from the ingest stream, in its stages."""
         routing = self.get_routing()
@@ -486,7 +487,7 @@ class RoutingWorker:
                 continue
             fresh = r[0] == 1
             # (another worker may have opened the conversation first)
-            conversation_id = r[2] or item.conversation_id
+            conversation_id = r[2] or item["conversation_id"]
             latency = max(0.0, time.time() - e.message.received_at)
             queued = r[1] != ""  # an auto-reply is recorded, not queued
             if fresh and queued:
