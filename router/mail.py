@@ -1683,10 +1683,6 @@ def parse(
         raise MailError(f"unparseable message ({type(exc).__name__}: {exc})"[:300]) from exc
 
 
-_BOUNDARY_PARAM_RE = re.compile(rb'(?i)(?:^|;)\s*boundary\s*=\s*(?:"([^"]*)"|([^\s;]+))')
-_CONTENT_TYPE_RE = re.compile(rb"(?i)^\s*([a-z0-9!#$&^_.+-]+)\s*/\s*([a-z0-9!#$&^_.+-]+)")
-
-
 def check_structure(
     raw: bytes, *, max_parts: int = MAX_MIME_PARTS, max_depth: int = MAX_MIME_DEPTH
 ) -> None:
@@ -1783,30 +1779,36 @@ def _open_boundary(stack: list[bytes | None], candidate: bytes) -> tuple[int | N
 
 
 def _opens(content_type: bytes, in_digest: bool = False) -> bytes | bool | None:
-    """What a header block's Content-Type opens.
+    """What a header block's Content-Type opens, read as the parser reads it.
 
     A multipart's boundary; None for an attached message (parsed as one);
     b"" for a delivery-status body (parsed as blocks of fields); False for a leaf.
     Without a (valid) type, a part of a multipart/digest is a message.
     """
-    match = _CONTENT_TYPE_RE.match(content_type)
-    if not match:
-        return None if in_digest else False
-    maintype, subtype = match.group(1).lower(), match.group(2).lower()
-    if maintype == b"multipart":
-        found = _BOUNDARY_PARAM_RE.search(content_type[match.end() :])
-        if found is None:
-            return False
-        boundary = found.group(1) if found.group(1) is not None else found.group(2)
-        return boundary.rstrip(b" \t") or False
-    if maintype == b"message":
-        return b"" if subtype == b"delivery-status" else None
+    probe = email.message.Message()  # the parser's own reading of one header
+    if in_digest:
+        probe.set_default_type("message/rfc822")
+    if content_type:
+        probe["Content-Type"] = content_type.decode("ascii", "surrogateescape")
+    try:
+        maintype, subtype = probe.get_content_maintype(), probe.get_content_subtype()
+        if maintype == "multipart":
+            boundary = probe.get_boundary()
+            return boundary.encode("ascii", "surrogateescape") if boundary else False
+    except Exception:  # what the parser cannot read it reads as a leaf
+        return False
+    if maintype == "message":
+        return b"" if subtype == "delivery-status" else None
     return False
 
 
 def _is_digest(content_type: bytes) -> bool:
-    match = _CONTENT_TYPE_RE.match(content_type)
-    return match is not None and match.group(0).lower().replace(b" ", b"") == b"multipart/digest"
+    probe = email.message.Message()
+    probe["Content-Type"] = content_type.decode("ascii", "surrogateescape")
+    try:
+        return probe.get_content_type() == "multipart/digest"
+    except Exception:
+        return False
 
 
 def _parse(data: bytes, max_text_chars: int, max_attachment_bytes: int) -> ParsedMail:

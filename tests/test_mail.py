@@ -764,6 +764,14 @@ def nested_messages(depth: int) -> bytes:
             ),
             "more than 1000 MIME parts",
         ),
+        # an RFC 2231 boundary parameter is a boundary to the parser too
+        (
+            mail(
+                {"Content-Type": 'multipart/mixed; boundary*0="a"; boundary*1="b"'},
+                "".join("--ab\r\n\r\np\r\n" for _ in range(1500)) + "--ab--\r\n",
+            ),
+            "more than 1000 MIME parts",
+        ),
     ],
     ids=[
         "20000-parts",
@@ -773,6 +781,7 @@ def nested_messages(depth: int) -> bytes:
         "2nd-ctype",
         "dsn",
         "digest-default",
+        "rfc2231-boundary",
     ],
 )
 def test_mime_bombs_are_refused_before_the_full_parse(raw: bytes, reason: str) -> None:
