@@ -1727,42 +1727,47 @@ def check_structure(
                     in_headers, content_type, collecting = True, None, False
                     in_digest = level in digests
                 continue
-        if not in_headers:
+        while in_headers:
+            if line[:1] in (b" ", b"\t"):  # a continuation line (also one of blanks)
+                if collecting and content_type is not None:
+                    content_type += b" " + line.strip()
+                break
+            if line and _HEADER_START_RE.match(line):
+                name, _, value = line.partition(b":")
+                # The parser goes by the first Content-Type of a block.
+                collecting = content_type is None and name.strip().lower() == b"content-type"
+                if collecting:
+                    content_type = value.strip()
+                break
+            # The empty line, or a line that is no header (which the parser
+            # takes as the first body line): what does the block open?
+            # (a digest's part without a type is a message/rfc822 to the parser)
+            in_headers, opened = False, _opens(content_type or b"", in_digest)
+            digest = _is_digest(content_type or b"")
+            content_type, collecting, in_digest = None, False, False
+            if opened == b"":
+                status_blocks = True
+            elif opened is not False:
+                stack.append(opened if isinstance(opened, bytes) else None)
+                if digest and isinstance(opened, bytes):
+                    digests.add(len(stack) - 1)
+                if len(stack) > max_depth:
+                    raise MailError(
+                        f"MIME nesting deeper than {max_depth} levels; refused before parsing"
+                    )
+                in_headers = opened is None  # an attached message: its headers follow
+            if not line:
+                break  # the separator itself is no body line
+        else:
             if status_blocks:
                 if not line.strip():
                     count_part()
             elif not any(b is not None for b in stack):
                 return  # a body outside any multipart: nothing below can open a part
-            continue
-        if line.strip():
-            if line[:1] in (b" ", b"\t"):
-                if collecting and content_type is not None:
-                    content_type += b" " + line.strip()
-            else:
-                name, colon, value = line.partition(b":")
-                # The parser goes by the first Content-Type of a block.
-                collecting = bool(colon) and content_type is None
-                collecting = collecting and name.strip().lower() == b"content-type"
-                if collecting:
-                    content_type = value.strip()
-            continue
-        # the blank line ending a header block: what does that block open?
-        # (a digest's part without a type is a message/rfc822, as the parser reads it)
-        in_headers, opened = False, _opens(content_type or b"", in_digest)
-        digest = _is_digest(content_type or b"")
-        content_type, collecting, in_digest = None, False, False
-        if opened == b"":
-            status_blocks = True
-            continue
-        if opened is False:
-            continue
-        stack.append(opened if isinstance(opened, bytes) else None)
-        if digest and isinstance(opened, bytes):
-            digests.add(len(stack) - 1)
-        if len(stack) > max_depth:
-            raise MailError(f"MIME nesting deeper than {max_depth} levels; refused before parsing")
-        if opened is None:
-            in_headers = True  # an attached message: its header block follows
+
+
+# A header line to the parser (email.feedparser.headerRE): "From ", or a name and a colon.
+_HEADER_START_RE = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:")
 
 
 def _open_boundary(stack: list[bytes | None], candidate: bytes) -> tuple[int | None, bool]:

@@ -772,6 +772,15 @@ def nested_messages(depth: int) -> bytes:
             ),
             "more than 1000 MIME parts",
         ),
+        # a line that is no header ends a header block, blank line or not
+        (
+            mail(
+                {"Content-Type": 'multipart/mixed; boundary="x"'},
+                "".join("--x\r\nContent-Type: text/plain\r\np\r\n" for _ in range(1500))
+                + "--x--\r\n",
+            ).replace(b"\r\n\r\n--x", b"\r\nbody\r\n--x", 1),
+            "more than 1000 MIME parts",
+        ),
     ],
     ids=[
         "20000-parts",
@@ -782,6 +791,7 @@ def nested_messages(depth: int) -> bytes:
         "dsn",
         "digest-default",
         "rfc2231-boundary",
+        "no-blank-lines",
     ],
 )
 def test_mime_bombs_are_refused_before_the_full_parse(raw: bytes, reason: str) -> None:
