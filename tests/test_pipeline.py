@@ -361,3 +361,48 @@ async def test_a_draining_node_keeps_its_partitions_and_takes_no_new_ones(
     await a.release_leases()
     await c.renew_leases(5)
     assert sorted(c.owned) == [0, 1, 2, 3]
+
+
+async def test_two_workers_opening_a_conversation_at_once_make_one(
+    store: Store, cfg: Config
+) -> None:
+    """Two messages of a new customer, each identified (seeing no
+    conversation) before either is committed, as by two workers at once: the
+    second commit joins the conversation the first opened, and sends no
+    second acknowledgement."""
+    acks = cfg.acknowledgements.model_copy(update={"enabled": True, "channels": ["api"]})
+    cfg = cfg.model_copy(update={"acknowledgements": acks})
+    ing = Ingestor(store, 60)
+    first = await ing.ingest(msg(text="first", source_id="f1"))
+    second = await ing.ingest(msg(text="second", source_id="f2"))
+    w = worker(store, cfg)
+    await w.renew_leases(5)
+    entries = []
+    for _ in range(3):  # (the pending replay, then the new entries)
+        entries += await w.read(100, None)
+    routing, now = w.get_routing(), time.time()
+    batches = []
+    for e in entries:
+        live = w._decode([e], [])
+        await w._identify(live, now)
+        batches.append(await w._thread_and_decide(routing, live, now, []))
+    opened = [b[0].item["conversation_id"] for b in batches]
+    assert opened[0] != opened[1] and all(b[0].item["new_conversation"] for b in batches)
+    assert all(b[0].item["acknowledgement"] for b in batches)
+    results = [(await w._commit(routing.cfg, b, now))[0] for b in batches]
+
+    assert [r[0] for r in results] == [1, 1]
+    assert results[0][2] == results[1][2] == opened[0]
+    for m in (first, second):
+        assert await store.redis.hget(store.keys.message(m.id), "conversation_id") == opened[0]
+    assert [
+        f["message_id"] for _, f in await store.redis.xrange(store.keys.timeline(opened[0]))
+    ] == [
+        first.id,
+        second.id,
+    ]
+    assert not await store.redis.exists(store.keys.conversation(opened[1]))
+    customer_id = batches[0][0].item["customer_id"]
+    assert await store.redis.hget(store.keys.customer(customer_id), "conversation_count") == "1"
+    acks = [orjson.loads(f["o"]) for _, f in await store.redis.xrange(store.keys.outbox)]
+    assert [(a["kind"], a["conversation_id"]) for a in acks] == [("ack", opened[0])]
