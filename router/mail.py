@@ -1918,6 +1918,7 @@ def _parse_structure(data: bytes, defects: _Defects) -> Message:
     repaired = _repair_headers(data, defects)
     if repaired is None:
         return msg
+    check_structure(repaired)  # the repair may reveal a Content-Type: bound it too
     try:
         again = email.message_from_bytes(repaired, policy=email.policy.default)
     except Exception:

@@ -805,6 +805,19 @@ def test_mime_bombs_are_refused_before_the_full_parse(raw: bytes, reason: str) -
     assert time.perf_counter() - started < 1.0  # was 7 s for the 20,000 parts
 
 
+def test_mime_bombs_revealed_by_the_header_repair_are_refused() -> None:
+    """A malformed header line ends the headers for the parser, hiding the
+    Content-Type after it; parse() drops the line and parses again, so the
+    repaired message is checked too."""
+    raw = mail(
+        {"X-Broken": "1", "Content-Type": 'multipart/mixed; boundary="x"'},
+        "".join("--x\r\n\r\np\r\n" for _ in range(1500)) + "--x--\r\n",
+    ).replace(b"X-Broken: 1", b"this is no header")
+    check_structure(raw)  # as the parser first reads it: one text body
+    with pytest.raises(MailError, match="more than 1000 MIME parts"):
+        parse(raw)
+
+
 def test_real_structures_pass_the_structure_check() -> None:
     check_structure(many_parts(1000))
     check_structure(nested_multiparts(39))
