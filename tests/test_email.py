@@ -522,7 +522,10 @@ async def test_mime_bombs_never_stall_the_daemon(tmp_path: Path, redis_server: R
             assert probe.failures == []
             assert len(probe.latencies) >= 20
             assert worst < 0.1, sorted(probe.latencies)[-5:]
-            assert max(probe.gaps) < 0.15, sorted(probe.gaps)[-5:]
+            # Between answers: the 50 ms period plus any delay on either side,
+            # the probe's own scheduling on a loaded machine included (50-100 ms
+            # measured on 2 busy cores).
+            assert max(probe.gaps) < 0.25, sorted(probe.gaps)[-5:]
             reasons = sorted(d["reason"] for d in dead(r))
             assert "more than 1000 MIME parts" in reasons[1], reasons
             assert "MIME nesting deeper than 40 levels" in reasons[0], reasons
