@@ -232,8 +232,8 @@ class MailParser:
 
     Processes, not threads: the parser is pure Python and would hold the GIL.
     ``spawn``, not ``fork``: a fork of a running asyncio daemon copies its
-    threads' locks and sockets. The workers start once (about 0.2 s each, at
-    :meth:`start`) and live as long as the adapter. At most ``workers``
+    threads' locks and sockets. The workers start once (0.5 s for both on a
+    busy 2-core machine, at :meth:`start`) and live as long as the adapter. At most ``workers``
     parses run at once, so the timeout counts parse time, not queueing.
     """
 
@@ -284,7 +284,10 @@ class MailParser:
                 self._pool = self._new_pool()
             pool = self._pool
             loop = asyncio.get_running_loop()
-            path = await asyncio.to_thread(_to_file, raw) if len(raw) > PARSE_BY_FILE else None
+            path = None
+            if len(raw) > PARSE_BY_FILE:
+                with contextlib.suppress(OSError):  # no room: the pipe it is, GIL and all
+                    path = await asyncio.to_thread(_to_file, raw)
             if path is None:
                 future = loop.run_in_executor(pool, self.function, raw)
             else:
@@ -299,6 +302,10 @@ class MailParser:
             except BrokenProcessPool:
                 self._discard(pool)
                 raise
+            except MailError:
+                raise
+            except Exception as exc:  # parse() raises only MailError; this is the pool's
+                raise MailError(f"the parser failed ({type(exc).__name__}: {exc})"[:300]) from exc
             finally:
                 if path is not None:
                     with contextlib.suppress(OSError):
