@@ -846,3 +846,40 @@ async def test_implicit_tls_imap_and_smtp_starttls_with_auth(
     finally:
         smtp.stop()
         dovecot.stop()
+
+
+@pytest.mark.parametrize(
+    ("kind", "auto", "subject"),
+    [
+        ("ack", "auto-replied", "Re: Order 1234"),
+        ("verify", "auto-generated", "Your code for our chat"),
+        ("transcript", "auto-generated", "Your chat with us"),
+        ("reply", None, "Re: Order 1234"),
+    ],
+)
+def test_mail_the_daemon_writes_itself_is_marked_so_no_responder_answers(
+    kind: str, auto: str | None, subject: str
+) -> None:
+    """An acknowledgement answers a mail (auto-replied); a chat code or
+    transcript is written by the daemon (auto-generated, RFC 3834): an
+    auto-responder that answered one would open a conversation."""
+    from router.adapters.smtp import build
+    from router.config import SmtpSettings
+    from router.model import OutboundMessage
+
+    smtp = SmtpSettings(host="smtp.example.com", from_address="support@example.com")
+    base = "Order 1234" if kind in ("ack", "reply") else subject
+    out = build(
+        OutboundMessage(
+            id="o-1",
+            conversation_id="v-1",
+            text="Hello",
+            to="ana@example.com",
+            subject=base,
+            kind=kind,
+        ),
+        smtp,
+    )
+    assert out["Auto-Submitted"] == auto
+    assert out["Subject"] == subject
+    assert (out["X-Auto-Response-Suppress"] == "All") == (auto is not None)

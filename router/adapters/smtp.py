@@ -57,7 +57,7 @@ def build(message: OutboundMessage, smtp: SmtpSettings) -> EmailMessage:
     mail["To"] = message.to
     subject = message.subject or ""
     if (
-        message.kind not in ("new", "transcript")
+        message.kind not in ("new", "transcript", "verify")
         and subject
         and not subject.lower().startswith("re:")
     ):
@@ -73,6 +73,11 @@ def build(message: OutboundMessage, smtp: SmtpSettings) -> EmailMessage:
             mail["References"] = f"<{ref}>"
     if message.kind == "ack":
         mail["Auto-Submitted"] = "auto-replied"
+        mail["X-Auto-Response-Suppress"] = "All"
+    elif message.kind in ("verify", "transcript"):
+        # written by the daemon, not in answer to a mail (RFC 3834): an
+        # auto-responder must not answer it and open a conversation
+        mail["Auto-Submitted"] = "auto-generated"
         mail["X-Auto-Response-Suppress"] = "All"
     if message.meta.get("language"):
         mail["Content-Language"] = message.meta["language"]
