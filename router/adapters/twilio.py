@@ -45,7 +45,7 @@ from twilio.twiml.voice_response import VoiceResponse
 from router.adapters.base import AdapterContext, PermanentSendError
 from router.config import Config, TwilioSettings
 from router.ingest import StoreUnavailable
-from router.logs import RefusalLog
+from router.logs import Outage, RefusalLog
 from router.model import Hints, InboundMessage, OutboundMessage
 from router.profiles.identity import normalise_phone
 
@@ -432,12 +432,16 @@ class TwilioAdapter:
 
     async def _sweep_voicemails(self) -> None:
         """Voicemails whose transcription never came are routed without it."""
+        # Redis away: try again next round, logged through the outage throttle
+        outage = Outage(log, "voicemail_sweep_failed", "voicemail_sweep_resumed")
         while True:
             await asyncio.sleep(min(15.0, max(0.5, self.settings.voice.transcription_wait / 2)))
             try:
                 await self.sweep_once(time.time())
-            except Exception as exc:  # Redis away: try again next round
-                log.warning("voicemail_sweep_failed", error=f"{type(exc).__name__}: {exc}")
+            except Exception as exc:
+                outage.failed(error=f"{type(exc).__name__}: {exc}")
+            else:
+                outage.ok()
 
     async def sweep_once(self, now: float) -> int:
         wait = self.settings.voice.transcription_wait
