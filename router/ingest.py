@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,15 @@ class StoreUnavailable(Exception):
 class IngestResult:
     id: str
     duplicate: bool
+
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def _printable(value: str) -> str | None:
+    """``value`` with runs of control characters (C0, DEL, C1, line and
+    paragraph separators) made one space, trimmed; None if nothing is left."""
+    return " ".join(_CONTROL_RE.sub(" ", value).split()) or None
 
 
 class Ingestor:
@@ -87,6 +97,13 @@ class Ingestor:
         """Store ``message`` durably once; return its id and whether it was a duplicate."""
         if not message.id:
             message.id = new_id("m")
+        # One rule for every channel: a name or subject the sender wrote never
+        # carries control characters into a profile, a log line or a terminal
+        # (`router customer show`). The API refuses them outright (400).
+        if message.display_name:
+            message.display_name = _printable(message.display_name)
+        if message.subject:
+            message.subject = _printable(message.subject)
         if self._task is None:  # not started (CLI, tests): a direct round trip
             result = (await self._write([message]))[0]
             if isinstance(result, Exception):

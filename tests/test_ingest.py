@@ -199,3 +199,25 @@ async def test_api_on_a_daemon_refuses_control_characters_and_stores_nothing(
             assert r.status == 202
     r = redis_server.client()
     assert sum(r.xlen(f"router:ingest:{{{p}}}") for p in range(4)) == 1
+
+
+async def test_names_and_subjects_lose_control_characters_on_every_channel(
+    store: Store,
+) -> None:
+    """An e-mail display name or an X name with a bell, an escape sequence or
+    a line separator reaches profiles, logs and `router customer show` as
+    plain text (the API refuses such fields with a 400 instead)."""
+    ing = Ingestor(store, 60)
+    m = msg()
+    m.channel = "email"
+    m.display_name = "Ana\x07 \x1b[31mBell\u2028"
+    m.subject = "Order\r\n 1234\x00 late"
+    await ing.ingest(m)
+    blank = msg(source_id="s2")
+    blank.display_name = "\x07\x08"
+    await ing.ingest(blank)
+    stored = [InboundMessage.from_json(f["m"]) for _, _, f in await ingest_entries(store)]
+    by_source = {s.source_id: s for s in stored}
+    assert by_source["s1"].display_name == "Ana [31mBell"
+    assert by_source["s1"].subject == "Order 1234 late"
+    assert by_source["s2"].display_name is None
