@@ -72,7 +72,7 @@ async def replay(store: Store, ids: list[str]) -> list[tuple[str, str | None, st
         payload = fields.get("payload", "")
         if kind == "ingest":
             target = fields.get("source") or ""
-            if not target.startswith(keys.prefix + "ingest:"):
+            if not keys.is_ingest(target):
                 out.append((dl_id, None, "entry does not name its ingest stream"))
                 continue
             field = "m"

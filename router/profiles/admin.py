@@ -316,14 +316,14 @@ class Admin:
                 pipe.delete(tk)
             pipe.delete(k.conversation(conv_id), k.timeline(conv_id), k.conversation_refs(conv_id))
         for ident in identities:
-            pipe.delete(f"{k.prefix}identity:{ident}")
+            pipe.delete(k.identity_of(ident))
         await pipe.execute()
         removed["messages"], removed["deliveries"] = len(message_ids), len(outbox_ids)
         removed["conversations"] = len(conversations)
         conv_set = set(conversations)
 
         # queue entries of this customer (their message is gone)
-        async for key in r.scan_iter(match=f"{k.prefix}q:*", _type="stream"):
+        async for key in r.scan_iter(match=k.queue_pattern, _type="stream"):
             for entry_id, f in await r.xrange(key):
                 if f.get("customer_id") == cid:
                     await r.xack(key, QUEUE_GROUP, entry_id)

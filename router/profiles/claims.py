@@ -39,22 +39,13 @@ from redis.asyncio.client import Pipeline
 
 from router.keys import Keys
 from router.model import OutboundMessage, new_id
+from router.scripts import source
 
 CODE_DIGITS = 6
 CODE_TTL = 900.0
 MAX_ATTEMPTS = 5
 RESEND_AFTER = 30.0
 CODES_PER_ADDRESS = 5  # per hour
-
-# A try at a claim's code: counts the attempt, atomically, on a claim that
-# exists (HINCRBY alone would create a claim that never expires).
-# KEYS[1]: the claim -> {attempts, email, mac, expires_at} or nil
-_TRY = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-local f = redis.call('HMGET', KEYS[1], 'email', 'mac', 'expires_at')
-return {n, f[1], f[2], f[3]}
-"""
 
 
 def address_digest(email: str) -> str:
@@ -86,7 +77,7 @@ class EmailClaims:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
-        self._try = redis.register_script(_TRY)
+        self._try = redis.register_script(source("claim_try"))  # lua/claim_try.lua
 
     # (the keys share the visitor's hash tag with the chat's other keys)
     def claim_key(self, visitor: str) -> str:
