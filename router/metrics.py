@@ -13,10 +13,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-# The channels the daemon's own adapters speak; any other name is "other".
-BUILTIN_CHANNELS = frozenset(
-    {"api", "email", "chat", "sms", "mms", "whatsapp", "voice", "x", "x_dm"}
-)
+from router.channels import CHANNEL_NAMES
+
+# The channels the daemon's own adapters speak (router/channels.py); any
+# other name is "other".
+BUILTIN_CHANNELS = CHANNEL_NAMES
 OTHER = "other"
 
 

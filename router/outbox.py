@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from router.adapters.base import PermanentSendError, Sender
 from router.agent import address, record_outbound
+from router.channels import PHONE_CHANNELS
 from router.config import Config
 from router.deadletters import dead_letter_fields
 from router.keys import OUTBOX_GROUP
@@ -35,9 +36,6 @@ from router.scripts import flat
 from router.store import Store
 
 log = structlog.get_logger("router.outbox")
-
-# Channels that send to a phone number: an opt-out (STOP) blocks them all.
-PHONE_CHANNELS = frozenset({"sms", "mms", "whatsapp", "voice"})
 
 # How long an outbox entry may sit with a consumer that stopped before
 # another daemon takes it over.

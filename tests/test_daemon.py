@@ -495,3 +495,75 @@ def test_explain_dry_run(config_path: Path) -> None:
         cwd=ROOT,
     )
     assert bad.returncode == 1 and b"bad message on stdin" in bad.stderr
+
+
+def _processes_with(marker: str) -> list[str]:
+    """Processes whose environment holds ``marker`` (a daemon's children inherit it)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if marker.encode() in (proc / "environ").read_bytes():
+                status = (proc / "status").read_text()
+                if "zombie" not in status.lower():
+                    found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    return found
+
+
+def test_a_taken_http_port_stops_what_had_started_and_exits_non_zero(tmp_path: Path) -> None:
+    """Issue 15: the bind fails after the embedded Redis, the workers and the
+    adapters (the IMAP one with its parser processes) have started: the daemon
+    says which address, undoes all of it in reverse order, and exits 1."""
+    from tests.mail_servers import PymapServer
+
+    imap = PymapServer().start()
+    taken = socket.socket()
+    try:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(
+            tmp_path / "router.yaml",
+            "embedded",
+            port,
+            **{
+                "channels.email": {
+                    "enabled": True,
+                    "accounts": [
+                        {
+                            "name": "support",
+                            "host": "127.0.0.1",
+                            "port": imap.port,
+                            "security": "none",
+                            "username": imap.user,
+                            "password": {"env": "IMAP_PASSWORD"},
+                            "folders": ["INBOX"],
+                        }
+                    ],
+                }
+            },
+        )
+        marker = f"ROUTER_TEST_RUN={time.monotonic_ns()}"
+        name, value = marker.split("=")
+        daemon = DaemonProcess(config, port, env={"IMAP_PASSWORD": imap.password, name: value})
+        daemon.start(wait=False)
+        assert daemon.proc is not None
+        assert daemon.proc.wait(60) == 1, daemon.log()
+        failed = daemon.events("start_failed")
+        assert len(failed) == 1 and failed[0]["level"] == "error", daemon.log()
+        assert f"cannot listen on 127.0.0.1:{port}" in failed[0]["error"]
+        assert "http.listen" in failed[0]["action"]
+        # it had started Redis and the IMAP adapter's parser workers, and stopped them
+        events = [json.loads(line).get("event") for line in daemon.log().splitlines()]
+        assert daemon.events("imap_started")[0]["parser_workers"] >= 1
+        assert events.index("imap_started") < events.index("imap_stopped") < events.index("stopped")
+        redis_said = [e["text"] for e in daemon.events("embedded_redis_log")]
+        assert any("ready to exit" in text for text in redis_said), daemon.log()
+        assert _processes_with(marker) == [], daemon.log()
+        assert "Traceback" not in daemon.log()
+    finally:
+        taken.close()
+        imap.stop()

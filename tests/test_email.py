@@ -883,3 +883,24 @@ def test_mail_the_daemon_writes_itself_is_marked_so_no_responder_answers(
     assert out["Auto-Submitted"] == auto
     assert out["Subject"] == subject
     assert (out["X-Auto-Response-Suppress"] == "All") == (auto is not None)
+
+
+async def test_shutdown_honours_shutdown_timeout_when_the_imap_server_is_gone(
+    tmp_path: Path, redis_server: RedisServer, pymap: PymapServer
+) -> None:
+    """Issue 14: SIGTERM took 15-16 s against ``shutdown_timeout: 10s`` once the IMAP
+    server had gone away. The whole stop, IMAP logout and parser workers included,
+    fits in the timeout."""
+    config = mail_config(tmp_path, redis_server.url, pymap)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["shutdown_timeout"] = "3s"
+    config.write_text(yaml.safe_dump(cfg))
+    daemon = start(config, pymap)
+    pymap.stop()  # the server is gone: the watcher's connection dies or hangs
+    await asyncio.sleep(1.5)
+    began = time.monotonic()
+    code = await asyncio.to_thread(daemon.stop, 30)
+    took = time.monotonic() - began
+    assert code == 0, daemon.log()
+    assert took < 3 + 1.5, f"stopped in {took:.1f} s against shutdown_timeout 3 s"
+    assert daemon.events("stopped")[0]["seconds"] <= 3.5

@@ -27,6 +27,7 @@ reply returned counts as delivered. ``404`` for an unknown conversation.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -41,8 +42,14 @@ import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from router.adapters.base import IngestFn, PermanentSendError
-from router.config import Config
+from router.adapters.base import (
+    AdapterContext,
+    Channel,
+    IngestFn,
+    Limits,
+    PermanentSendError,
+)
+from router.config import ApiChannelSettings, Config
 from router.ingest import StoreUnavailable
 from router.metrics import Metrics
 from router.model import Hints, InboundMessage, OutboundMessage
@@ -200,15 +207,51 @@ class ApiAdapter:
         accepting: Callable[[], bool],
         store: Store | None = None,
     ) -> None:
-        self.get_config = get_config
+        """The adapter over a whole config (a standalone use: tests, tools);
+        the daemon builds it with :func:`factory` from the API's own settings."""
+        self._setup(
+            lambda: get_config().channels.api,
+            lambda: limits_of(get_config()),
+            ingest,
+            metrics,
+            accepting,
+            store,
+            lambda: Store.open(get_config()),
+        )
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Callable[[], ApiChannelSettings],
+        ctx: AdapterContext,
+        metrics: Metrics,
+        store: Store,
+    ) -> ApiAdapter:
+        """The adapter over the API's own settings and the daemon's shared context."""
+        adapter = cls.__new__(cls)
+        adapter._setup(settings, ctx.limits, ctx.ingest, metrics, ctx.accepting, store, None)
+        return adapter
+
+    def _setup(
+        self,
+        settings: Callable[[], ApiChannelSettings],
+        limits: Callable[[], Limits],
+        ingest: IngestFn,
+        metrics: Metrics,
+        accepting: Callable[[], bool],
+        store: Store | None,
+        open_store: Callable[[], Store] | None,
+    ) -> None:
+        self.settings = settings
+        self.limits = limits
         self.ingest = ingest
         self.metrics = metrics
         self.accepting = accepting
-        self._token: tuple[Config | None, bytes] = (None, b"")
+        self._token: tuple[ApiChannelSettings | None, bytes] = (None, b"")
         # Redis for reading replies: the daemon's own store when given, else
-        # one opened on the first GET (and closed at stop).
+        # one opened on the first GET (and closed when run returns).
         self._store: Store | None = store
-        self._own_store = store is None
+        self._open_store = open_store
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -216,24 +259,28 @@ class ApiAdapter:
             web.get("/v1/conversations/{conversation_id}/replies", self.get_replies),
         ]
 
-    async def start(self) -> None:
-        return None
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
 
     async def stop(self) -> None:
-        if self._store is not None and self._own_store:
+        """Close the Redis connection this adapter opened itself (if it did)."""
+        if self._store is not None and self._open_store is not None:
             await self._store.close()
             self._store = None
 
     def ready(self) -> tuple[bool, str]:
         return True, "ok"
 
-    def _refused(self, cfg: Config, request: web.Request) -> web.Response | None:
+    def _refused(self, request: web.Request) -> web.Response | None:
         """The answer to a request without the API's bearer token (None: let it in)."""
-        api = cfg.channels.api
+        api = self.settings()
         if not api.enabled or api.token is None:
             return error(404, "the generic API is disabled (channels.api.enabled: false)")
-        if self._token[0] is not cfg:  # reading a Secret is slow; once per config
-            self._token = (cfg, api.token.value.encode())
+        if self._token[0] is not api:  # reading a Secret is slow; once per config
+            self._token = (api, api.token.value.encode())
         auth = request.headers.get("Authorization", "")
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(
@@ -243,10 +290,10 @@ class ApiAdapter:
         return None
 
     async def post_message(self, request: web.Request) -> web.Response:
-        cfg = self.get_config()
-        if (refused := self._refused(cfg, request)) is not None:
+        if (refused := self._refused(request)) is not None:
             return refused
-        limit = cfg.http.max_body_bytes
+        limits = self.limits()
+        limit = limits.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             return error(413, f"body is {request.content_length} bytes; the limit is {limit}")
         if not self.accepting():
@@ -256,7 +303,7 @@ class ApiAdapter:
         except web.HTTPRequestEntityTooLarge:
             return error(413, f"body is over the limit of {limit} bytes")
         try:
-            message = parse_message(body, cfg.ingest.max_text_chars)
+            message = parse_message(body, limits.max_text_chars)
         except BadRequest as exc:
             return error(400, str(exc))
         try:
@@ -270,8 +317,7 @@ class ApiAdapter:
 
     async def get_replies(self, request: web.Request) -> web.Response:
         """The replies sent to a conversation on the api channel (see the module doc)."""
-        cfg = self.get_config()
-        if (refused := self._refused(cfg, request)) is not None:
+        if (refused := self._refused(request)) is not None:
             return refused
         conversation_id = request.match_info["conversation_id"]
         after = request.query.get("after", "")
@@ -284,7 +330,8 @@ class ApiAdapter:
         if not 1 <= limit <= REPLIES_LIMIT:
             return error(400, f"'limit' must be a whole number from 1 to {REPLIES_LIMIT}")
         if self._store is None:
-            self._store = Store.open(cfg)
+            assert self._open_store is not None
+            self._store = self._open_store()
         try:
             body = await self._replies(self._store, conversation_id, after, limit)
         except (RedisError, OSError):
@@ -372,15 +419,24 @@ class ApiCallbackSender:
     channel = "api"
 
     def __init__(self, get_config: Callable[[], Config]) -> None:
-        self.get_config = get_config
+        """The sender over a whole config (standalone use: tests, tools)."""
+        self.settings: Callable[[], ApiChannelSettings] = lambda: get_config().channels.api
         self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Callable[[], ApiChannelSettings]) -> ApiCallbackSender:
+        """The sender over the API's own settings (what the daemon uses)."""
+        sender = cls.__new__(cls)
+        sender.settings = settings
+        sender._session = None
+        return sender
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
 
     async def send(self, message: OutboundMessage) -> str:
-        callback = self.get_config().channels.api.callback
+        callback = self.settings().callback
         if callback is None:  # kept for GET /v1/conversations/{id}/replies
             return ""
         if self._session is None:
@@ -412,3 +468,30 @@ class ApiCallbackSender:
             if 400 <= resp.status < 500 and resp.status not in (408, 425, 429):
                 raise PermanentSendError(f"callback answered {resp.status}: {text}")
             raise RuntimeError(f"callback answered {resp.status}: {text}")
+
+
+def limits_of(cfg: Config) -> Limits:
+    """The daemon-wide limits adapters honour, from a whole config."""
+    return Limits(
+        max_body_bytes=cfg.http.max_body_bytes,
+        max_text_chars=cfg.ingest.max_text_chars,
+        message_retention=float(cfg.routing.message_retention),
+    )
+
+
+def factory(
+    settings: Callable[[], ApiChannelSettings],
+    ctx: AdapterContext,
+    public_url: Callable[[], str | None],
+) -> Channel[ApiChannelSettings]:
+    """The generic API: ``POST /v1/messages`` in, callbacks (or pulls) out."""
+    assert ctx.store is not None and ctx.metrics is not None
+    sender = ApiCallbackSender.from_settings(settings)
+    return Channel(
+        adapter=ApiAdapter.from_settings(settings, ctx, ctx.metrics, ctx.store),
+        senders={"api": sender},
+        # replies go out only to a callback (pulled replies are not "sent")
+        sends=lambda api: frozenset({"api"}) if api.callback else frozenset(),
+        restart_only=(),
+        closers=[sender.close],
+    )

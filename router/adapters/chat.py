@@ -61,8 +61,8 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
-from router.adapters.base import AdapterContext
-from router.config import ChatSettings, Config
+from router.adapters.base import AdapterContext, Channel
+from router.config import ChatSettings
 from router.ingest import StoreUnavailable
 from router.keys import Keys
 from router.logs import Outage, RefusalLog
@@ -145,26 +145,24 @@ class RedisBatch:
         self.redis = redis
         self._pending: list[tuple[_Command, asyncio.Future[Any]]] = []
         self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._serving = False
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="chat-redis-batch")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        for _, fut in self._pending:
-            if not fut.done():
-                fut.set_exception(ConnectionError("chat is stopping"))
-        self._pending.clear()
+    async def serve(self) -> None:
+        """Send the queued commands until cancelled; then what is left fails."""
+        self._serving = True
+        try:
+            await self._run()
+        finally:
+            self._serving = False
+            for _, fut in self._pending:
+                if not fut.done():
+                    fut.set_exception(ConnectionError("chat is stopping"))
+            self._pending.clear()
 
     async def run(self, command: _Command) -> Any:
         """Add one command (``lambda pipe: pipe.get(key)``); its result, or
         the Redis error raised."""
-        if self._task is None:  # not started (tests, CLI): its own round trip
+        if not self._serving:  # not served (tests, CLI): its own round trip
             pipe = self.redis.pipeline(transaction=False)
             command(pipe)
             return (await pipe.execute())[0]
@@ -330,13 +328,14 @@ class ChatAdapter:
 
     name = "chat"
 
-    def __init__(self, get_config: Callable[[], Config], ctx: AdapterContext, hub: ChatHub) -> None:
-        self.get_config = get_config
+    def __init__(
+        self, settings: Callable[[], ChatSettings], ctx: AdapterContext, hub: ChatHub
+    ) -> None:
+        self._settings = settings
         self.ctx = ctx
         self.hub = hub
         self.claims = EmailClaims(hub.redis, Keys(hub.prefix))
         self._listener: asyncio.Task[None] | None = None
-        self._presence: asyncio.Task[None] | None = None
         # hellos being answered now (at most max_pending_hellos, read at start)
         # and waiting for a turn
         self.hello_slots = asyncio.Semaphore(self.settings.max_pending_hellos)
@@ -352,12 +351,11 @@ class ChatAdapter:
 
     @property
     def settings(self) -> ChatSettings:
-        return self.get_config().channels.chat
+        return self._settings()
 
     def can_mail(self) -> bool:
         """Whether e-mail goes out (a code can be sent to a claimed address)."""
-        email = self.get_config().channels.email
-        return email.enabled and email.smtp is not None
+        return self.ctx.can_send("email")
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -366,10 +364,24 @@ class ChatAdapter:
             web.get("/chat/demo", self.demo),
         ]
 
-    async def start(self) -> None:
-        self.hub.batch.start()
-        self._listener = asyncio.create_task(self.hub.listen(), name="chat-push")
-        self._presence = asyncio.create_task(self._keep_online(), name="chat-presence")
+    async def run(self, stop: asyncio.Event) -> None:
+        """The shared Redis batch, the push listener and presence, until ``stop``;
+        then the sockets are closed (visitors reconnect to another daemon)."""
+        async with asyncio.TaskGroup() as tg:
+            loops = [
+                tg.create_task(self.hub.batch.serve(), name="chat-redis-batch"),
+                tg.create_task(self.hub.listen(), name="chat-push"),
+                tg.create_task(self._keep_online(), name="chat-presence"),
+            ]
+            self._listener = loops[1]
+            try:
+                await stop.wait()
+                for sockets in list(self.hub.sockets.values()):
+                    for ws in list(sockets):
+                        await ws.close(code=1001, message=b"server shutting down")
+            finally:
+                for task in loops:
+                    task.cancel()
 
     async def _keep_online(self) -> None:
         """Visitors with a socket open here stay "online" (replies are not e-mailed)."""
@@ -384,17 +396,6 @@ class ChatAdapter:
                         pipe.set(self.hub.online_key(visitor), "1", ex=int(away))
                     await pipe.execute()
             await asyncio.sleep(max(1.0, away / 3))
-
-    async def stop(self) -> None:
-        for sockets in list(self.hub.sockets.values()):
-            for ws in list(sockets):
-                await ws.close(code=1001, message=b"server shutting down")
-        for task in (self._listener, self._presence):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-        await self.hub.batch.stop()
 
     def ready(self) -> tuple[bool, str]:
         alive = self._listener is not None and not self._listener.done()
@@ -742,7 +743,7 @@ class Session:
                     result.id, CODE_MAIL_WAIT, read=self.adapter.hub.batch.run
                 )
                 if conversation is not None:
-                    retention = int(self.adapter.get_config().routing.message_retention)
+                    retention = int(self.adapter.ctx.limits().message_retention)
                     async with self.adapter.claim_slots:
                         await claims.mail_code(claim, conversation, retention)
                     code_sent = True
@@ -828,16 +829,16 @@ class ChatSender:
 
     def __init__(
         self,
-        get_config: Callable[[], Config],
+        settings: Callable[[], ChatSettings],
         hub: ChatHub,
         transcript: Callable[[OutboundMessage], Awaitable[None]] | None = None,
     ) -> None:
-        self.get_config = get_config
+        self.settings = settings
         self.hub = hub
         self.transcript = transcript
 
     async def send(self, message: OutboundMessage) -> str:
-        chat = self.get_config().channels.chat
+        chat = self.settings()
         event = {
             "from": "system" if message.kind == "ack" else "agent",
             "text": message.text,
@@ -849,3 +850,25 @@ class ChatSender:
         if away and message.kind == "reply" and self.transcript is not None:
             await self.transcript(message)
         return event_id
+
+
+def factory(
+    settings: Callable[[], ChatSettings],
+    ctx: AdapterContext,
+    public_url: Callable[[], str | None],
+) -> Channel[ChatSettings]:
+    """Web chat: the socket and widget in, pushes (or a transcript by e-mail) out."""
+    store = ctx.store
+    assert store is not None
+    hub = ChatHub(store.redis, store.keys.prefix)
+
+    async def transcript(message: OutboundMessage) -> None:
+        if ctx.can_send("email"):  # a visitor who left gets it by e-mail
+            from router.agent import send_transcript
+
+            await send_transcript(store, message)
+
+    return Channel(
+        adapter=ChatAdapter(settings, ctx, hub),
+        senders={"chat": ChatSender(settings, hub, transcript)},
+    )

@@ -49,8 +49,8 @@ from typing import Any
 import aioimaplib
 import structlog
 
-from router.adapters.base import AdapterContext
-from router.config import Config, ImapAccountSettings
+from router.adapters.base import AdapterContext, run_until
+from router.config import EmailSettings, ImapAccountSettings
 from router.mail import MailError, ParsedMail, parse
 from router.model import Hints, Identity, InboundMessage
 
@@ -355,7 +355,7 @@ class FolderWatcher:
 
     @property
     def account(self) -> ImapAccountSettings:
-        for a in self.adapter.get_config().channels.email.accounts:
+        for a in self.adapter.settings().accounts:
             if a.name == self.account_name:
                 return a
         raise ImapFailure(f"account {self.account_name} is no longer configured")
@@ -364,15 +364,23 @@ class FolderWatcher:
     def cursor_key(self) -> str:
         return f"cursor:{self.account_name}:{self.folder}"
 
-    async def run(self) -> None:
+    async def run(self, stop: asyncio.Event) -> None:
+        """Watch until ``stop`` is set (or the task is cancelled), reconnecting
+        after any failure."""
         failures = 0
-        while True:
+        task = asyncio.current_task()
+        while not stop.is_set():
             client = None
             try:
                 client = await open_imap(self.account)
                 self.connected, failures = True, 0
                 await self.watch(client)
             except Exception as exc:  # whatever breaks, the watcher reconnects: never stops
+                # aioimaplib can turn a cancellation into an error of its own
+                # (issue 14: the stop then waited for the next reconnect):
+                # a cancelled watcher stops whatever was raised
+                if stop.is_set() or (task is not None and task.cancelling()):
+                    raise asyncio.CancelledError from exc
                 failures += 1
                 self.connected = False
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -385,12 +393,14 @@ class FolderWatcher:
                     retry_in_s=round(pause, 1),
                     action="nothing is lost: unprocessed mail stays on the server",
                 )
-                await asyncio.sleep(pause)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), pause)
             finally:
                 self.connected = False
                 if client is not None:
+                    # a server that is gone never answers: the stop does not wait for it
                     with contextlib.suppress(Exception):
-                        await asyncio.wait_for(client.logout(), 5)
+                        await asyncio.wait_for(client.logout(), 1 if stop.is_set() else 5)
 
     async def watch(self, client: aioimaplib.IMAP4) -> None:
         account = self.account
@@ -474,7 +484,7 @@ class FolderWatcher:
         """Parse and store one message (or handle its delivery report); raises
         StoreUnavailable when Redis cannot take it (nothing is marked then)."""
         mailbox_key = f"{self.account_name}:{self.folder}:{validity}:{uid}"
-        limit = self.adapter.get_config().channels.email.max_message_bytes
+        limit = self.adapter.settings().max_message_bytes
         try:
             if len(raw) > limit:
                 raise MailError(f"message of {len(raw)} bytes is over the limit of {limit}")
@@ -570,38 +580,31 @@ class ImapAdapter:
 
     name = "email"
 
-    def __init__(
-        self,
-        get_config: Callable[[], Config],
-        ctx: AdapterContext,
-        dead_letter: Callable[[str, bytes, str], Any],
-    ) -> None:
-        self.get_config = get_config
+    def __init__(self, settings: Callable[[], EmailSettings], ctx: AdapterContext) -> None:
+        self.settings = settings
         self.ctx = ctx
-        self._dead_letter = dead_letter
         self.watchers = [
-            FolderWatcher(self, a.name, f)
-            for a in get_config().channels.email.accounts
-            for f in a.folders
+            FolderWatcher(self, a.name, f) for a in settings().accounts for f in a.folders
         ]
-        self.tasks: list[asyncio.Task[None]] = []
         self.parser = MailParser()
 
     def routes(self) -> list[Any]:
         return []
 
-    async def start(self) -> None:
-        await self.parser.start()
-        self.tasks = [
-            asyncio.create_task(w.run(), name=f"imap-{w.account_name}-{w.folder}")
-            for w in self.watchers
-        ]
-
-    async def stop(self) -> None:
-        for t in self.tasks:
-            t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self.parser.stop()
+    async def run(self, stop: asyncio.Event) -> None:
+        """The parser workers and one watcher per folder, until ``stop``; then the
+        watchers end (a fetch in flight is abandoned: its mail stays unmarked on
+        the server) and the parser workers are stopped."""
+        try:
+            await self.parser.start()
+            log.info("imap_started", folders=len(self.watchers), parser_workers=self.parser.workers)
+            await run_until(
+                stop,
+                {f"imap-{w.account_name}-{w.folder}": w.run(stop) for w in self.watchers},
+            )
+        finally:
+            await self.parser.stop()
+            log.info("imap_stopped")
 
     def ready(self) -> tuple[bool, str]:
         down = [
@@ -625,7 +628,8 @@ class ImapAdapter:
             reason=reason,
             action="kept in the dead-letter stream with the raw message",
         )
-        await self._dead_letter(mailbox_key, raw, reason)
+        assert self.ctx.dead_letter is not None
+        await self.ctx.dead_letter(mailbox_key, raw, reason)
 
     async def delivery_report(self, parsed: ParsedMail, raw: bytes, mailbox_key: str) -> None:
         report = parsed.delivery_report

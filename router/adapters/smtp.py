@@ -22,7 +22,7 @@ import aiosmtplib
 
 from router.adapters.base import AdapterContext, PermanentSendError
 from router.adapters.imap import tls_context
-from router.config import Config, SmtpSettings
+from router.config import EmailSettings, SmtpSettings
 from router.model import OutboundMessage
 
 SENT_TTL = 30 * 86400  # how long a sent Message-ID maps to its outbox id (bounces)
@@ -94,12 +94,12 @@ class SmtpSender:
 
     channel = "email"
 
-    def __init__(self, get_config: Callable[[], Config], ctx: AdapterContext) -> None:
-        self.get_config = get_config
+    def __init__(self, settings: Callable[[], EmailSettings], ctx: AdapterContext) -> None:
+        self.settings = settings
         self.ctx = ctx
 
     async def send(self, message: OutboundMessage) -> str:
-        smtp = self.get_config().channels.email.smtp
+        smtp = self.settings().smtp
         if smtp is None:
             raise PermanentSendError("channels.email.smtp is not configured")
         mail = build(message, smtp)

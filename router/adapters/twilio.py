@@ -42,8 +42,8 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
-from router.adapters.base import AdapterContext, PermanentSendError
-from router.config import Config, TwilioSettings
+from router.adapters.base import AdapterContext, Channel, PermanentSendError, run_until
+from router.config import TwilioSettings
 from router.ingest import StoreUnavailable
 from router.logs import Outage, RefusalLog
 from router.model import Hints, InboundMessage, OutboundMessage
@@ -118,10 +118,15 @@ class TwilioAdapter:
 
     name = "twilio"
 
-    def __init__(self, get_config: Callable[[], Config], ctx: AdapterContext) -> None:
-        self.get_config = get_config
+    def __init__(
+        self,
+        settings: Callable[[], TwilioSettings],
+        ctx: AdapterContext,
+        public_url: Callable[[], str | None],
+    ) -> None:
+        self._settings = settings
+        self.public_url = public_url
         self.ctx = ctx
-        self._sweeper: asyncio.Task[None] | None = None
         self.signature_refusals = RefusalLog(
             log, "twilio_signature_rejected", every=REFUSALS_LOG_EVERY
         )
@@ -136,14 +141,9 @@ class TwilioAdapter:
             web.post("/twilio/voice/status", self.voice_status),
         ]
 
-    async def start(self) -> None:
-        self._sweeper = asyncio.create_task(self._sweep_voicemails(), name="twilio-voicemails")
-
-    async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+    async def run(self, stop: asyncio.Event) -> None:
+        """Webhooks come through the routes; this sweeps late voicemails until ``stop``."""
+        await run_until(stop, {"twilio-voicemails": self._sweep_voicemails()})
 
     def ready(self) -> tuple[bool, str]:
         return True, "ok"
@@ -155,13 +155,12 @@ class TwilioAdapter:
 
     @property
     def settings(self) -> TwilioSettings:
-        return self.get_config().channels.twilio
+        return self._settings()
 
     # -- the door ------------------------------------------------------------------
     async def _form(self, request: web.Request) -> dict[str, str] | web.Response:
         """The request's parameters if Twilio signed them, else the error answer."""
-        cfg = self.get_config()
-        tw = cfg.channels.twilio
+        tw = self.settings
         if not tw.enabled or tw.auth_token is None:
             return web.Response(status=404, text="twilio channel is not enabled")
         if request.content_type != "application/x-www-form-urlencoded":
@@ -173,7 +172,7 @@ class TwilioAdapter:
         except (ValueError, UnicodeDecodeError) as exc:
             return web.Response(status=400, text=f"malformed form body: {exc}")
         params = {k: v for k, v in form.items() if isinstance(v, str)}
-        url = (cfg.http.public_url or "").rstrip("/") + request.path_qs
+        url = (self.public_url() or "").rstrip("/") + request.path_qs
         signature = request.headers.get("X-Twilio-Signature", "")
         validator = RequestValidator(tw.auth_token.value)
         if not signature or not (
@@ -274,7 +273,7 @@ class TwilioAdapter:
 
     # -- calls -------------------------------------------------------------------
     def _url(self, path: str) -> str:
-        return (self.get_config().http.public_url or "").rstrip("/") + path
+        return (self.public_url() or "").rstrip("/") + path
 
     async def voice(self, request: web.Request) -> web.Response:
         params = await self._form(request)
@@ -462,9 +461,16 @@ def _identity(phone: str) -> Any:
 class TwilioSender:
     """Sends replies on sms, mms, whatsapp (and voice, as a text to the caller)."""
 
-    def __init__(self, channel: str, get_config: Callable[[], Config], ctx: AdapterContext) -> None:
+    def __init__(
+        self,
+        channel: str,
+        settings: Callable[[], TwilioSettings],
+        ctx: AdapterContext,
+        public_url: Callable[[], str | None],
+    ) -> None:
         self.channel = channel
-        self.get_config = get_config
+        self.settings = settings
+        self.public_url = public_url
         self.ctx = ctx
         self._client: Any = None
         self._client_key: tuple[str, str, str] | None = None
@@ -473,7 +479,7 @@ class TwilioSender:
         from twilio.http.async_http_client import AsyncTwilioHttpClient
         from twilio.rest import Client
 
-        tw = self.get_config().channels.twilio
+        tw = self.settings()
         assert tw.auth_token is not None
         key = (tw.account_sid, tw.auth_token.value, tw.api_base_url)
         if self._client is None or self._client_key != key:
@@ -497,8 +503,8 @@ class TwilioSender:
         return tw.senders.get(country) or tw.default_sender
 
     async def send(self, message: OutboundMessage) -> str:
-        cfg = self.get_config()
-        tw = cfg.channels.twilio
+        tw = self.settings()
+        public_url = self.public_url()
         if not tw.enabled:
             raise PermanentSendError("the twilio channel is not enabled")
         sender = self.sender_for(message, tw)
@@ -518,7 +524,7 @@ class TwilioSender:
             to, sender = f"whatsapp:{to}", f"whatsapp:{sender}"
         client = self._twilio()
         sids = []
-        callback = (cfg.http.public_url or "").rstrip("/") + "/twilio/sms/status"
+        callback = (public_url or "").rstrip("/") + "/twilio/sms/status"
         for part in split_text(message.text):
             try:
                 # twilio's async client has no timeout of its own
@@ -527,7 +533,7 @@ class TwilioSender:
                         to=to,
                         from_=sender,
                         body=part,
-                        status_callback=callback if cfg.http.public_url else None,
+                        status_callback=callback if public_url else None,
                     )
             except TwilioRestException as exc:
                 if exc.status in (400, 401, 403, 404):
@@ -542,3 +548,22 @@ class TwilioSender:
             http = self._client.http_client
             with contextlib.suppress(Exception):
                 await http.close()
+
+
+TWILIO_CHANNELS = ("sms", "mms", "whatsapp", "voice")
+
+
+def factory(
+    settings: Callable[[], TwilioSettings],
+    ctx: AdapterContext,
+    public_url: Callable[[], str | None],
+) -> Channel[TwilioSettings]:
+    """Twilio: SMS, MMS, WhatsApp and voice webhooks in; messages out by its REST API."""
+    senders = {
+        channel: TwilioSender(channel, settings, ctx, public_url) for channel in TWILIO_CHANNELS
+    }
+    return Channel(
+        adapter=TwilioAdapter(settings, ctx, public_url),
+        senders=dict(senders),
+        closers=[s.close for s in senders.values()],
+    )

@@ -43,8 +43,8 @@ import structlog
 from tweepy.asynchronous import AsyncClient
 from tweepy.errors import HTTPException, TooManyRequests, TwitterServerError
 
-from router.adapters.base import AdapterContext, PermanentSendError
-from router.config import Config, XSettings
+from router.adapters.base import AdapterContext, Channel, PermanentSendError, run_until
+from router.config import XSettings
 from router.ingest import StoreUnavailable
 from router.model import Hints, Identity, InboundMessage, OutboundMessage
 
@@ -134,8 +134,8 @@ class XAdapter:
 
     name = "x"
 
-    def __init__(self, get_config: Callable[[], Config], ctx: AdapterContext) -> None:
-        self.get_config = get_config
+    def __init__(self, settings: Callable[[], XSettings], ctx: AdapterContext) -> None:
+        self._settings = settings
         self.ctx = ctx
         self.limits = RateLimits()
         self.failures = 0
@@ -143,28 +143,24 @@ class XAdapter:
         self.last_error: str | None = None
         self.polling = False  # this daemon holds the lease
         self.polls = 0
-        self._task: asyncio.Task[None] | None = None
         self._client: AsyncClient | None = None
         self._wake = asyncio.Event()
 
     @property
     def settings(self) -> XSettings:
-        return self.get_config().channels.x
+        return self._settings()
 
     def routes(self) -> list[Any]:
         return []
 
-    async def start(self) -> None:
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until ``stop`` (a poll in flight is cancelled: its cursor did not move)."""
         self._client = make_client(self.settings)
-        self._task = asyncio.create_task(self._run(), name="x-poller")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._client is not None and self._client.session is not None:
-            await self._client.session.close()
+        try:
+            await run_until(stop, {"x-poller": self._run()})
+        finally:
+            if self._client.session is not None:
+                await self._client.session.close()
 
     def gauges(self) -> dict[str, float]:
         """For /metrics: polling or not, failures in a row, seconds of rate-limit wait."""
@@ -439,16 +435,19 @@ def make_client(x: XSettings) -> AsyncClient:
     return client
 
 
+X_CHANNELS = ("x", "x_dm")
+
+
 class XSender:
     """Replies on X: public replies (channel ``x``) and DMs (``x_dm``)."""
 
-    def __init__(self, channel: str, get_config: Callable[[], Config]) -> None:
+    def __init__(self, channel: str, settings: Callable[[], XSettings]) -> None:
         self.channel = channel
-        self.get_config = get_config
+        self.settings = settings
         self._client: AsyncClient | None = None
 
     async def send(self, message: OutboundMessage) -> str:
-        x = self.get_config().channels.x
+        x = self.settings()
         if not x.enabled:
             raise PermanentSendError("the x channel is not enabled")
         if self._client is None:
@@ -495,3 +494,17 @@ def _thread(text: str, limit: int = TWEET_LIMIT) -> list[str]:
     if cur:
         parts.append(cur)
     return parts or [text[:limit]]
+
+
+def factory(
+    settings: Callable[[], XSettings],
+    ctx: AdapterContext,
+    public_url: Callable[[], str | None],
+) -> Channel[XSettings]:
+    """X: mentions, DMs and brand search polled in; replies and DMs out."""
+    senders = {channel: XSender(channel, settings) for channel in X_CHANNELS}
+    return Channel(
+        adapter=XAdapter(settings, ctx),
+        senders=dict(senders),
+        closers=[s.close for s in senders.values()],
+    )

@@ -12,6 +12,7 @@ from email.utils import parseaddr
 
 import phonenumbers
 
+from router.channels import IDENTITY_KINDS
 from router.model import Identity
 
 # No spaces and no control characters (C0, DEL, C1): an address with a NUL or
@@ -19,17 +20,8 @@ from router.model import Identity
 _PART = r"[^@\s<>\x00-\x1f\x7f-\x9f]+"
 _EMAIL_RE = re.compile(rf"{_PART}@{_PART}\.{_PART}")  # (fullmatch)
 
-# Channels whose sender is always of one kind.
-_CHANNEL_KIND = {
-    "email": "email",
-    "sms": "phone",
-    "mms": "phone",
-    "whatsapp": "phone",
-    "voice": "phone",
-    "x": "x",
-    "x_dm": "x",
-    "chat": "chat",
-}
+# Channels whose sender is always of one kind (from the channel table).
+_CHANNEL_KIND = IDENTITY_KINDS
 
 
 def normalise_email(value: str) -> str | None:
