@@ -193,3 +193,58 @@ async def test_a_crashed_adapter_loop_stops_the_daemon_loudly_and_cleanly(
     # the rest stopped too: the other channel's loop ended with the daemon
     echo = next(a for a in daemon.adapters if a.name == "echo")
     assert not echo.ready()[0]
+
+
+def test_the_restart_only_settings_come_from_the_table_and_the_channels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a reload may not change is the list app.py spelled out before the
+    table existed: the daemon's own, each channel's ``enabled`` (not the API's,
+    which answers "disabled" itself), and what a built channel names."""
+    monkeypatch.setenv("ROUTER_API_TOKEN", API_TOKEN)
+    config = write_config(tmp_path / "router.yaml", "redis://127.0.0.1:1/0", free_port())
+    daemon = Daemon(config, load_config(config))
+    daemon.channels["email"] = Channel(adapter=None, restart_only=("accounts",))
+    assert sorted(daemon._restart_only()) == sorted(
+        [
+            ("redis",),
+            ("http", "listen"),
+            ("state_dir",),
+            ("ingest", "partitions"),
+            ("instance_id",),
+            ("channels", "twilio", "enabled"),
+            ("channels", "x", "enabled"),
+            ("channels", "chat", "enabled"),
+            ("channels", "email", "enabled"),
+            ("channels", "email", "accounts"),
+        ]
+    )
+
+
+def test_the_tables_derived_from_the_channels_are_the_ones_spelled_out_before() -> None:
+    from router.metrics import BUILTIN_CHANNELS
+    from router.outbox import PHONE_CHANNELS
+    from router.profiles.identity import _CHANNEL_KIND
+
+    assert PHONE_CHANNELS == {"sms", "mms", "whatsapp", "voice"}
+    assert _CHANNEL_KIND == {
+        "email": "email",
+        "sms": "phone",
+        "mms": "phone",
+        "whatsapp": "phone",
+        "voice": "phone",
+        "x": "x",
+        "x_dm": "x",
+        "chat": "chat",
+    }
+    assert BUILTIN_CHANNELS == {
+        "api",
+        "email",
+        "chat",
+        "sms",
+        "mms",
+        "whatsapp",
+        "voice",
+        "x",
+        "x_dm",
+    }
