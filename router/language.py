@@ -43,7 +43,7 @@ Per-call time of ``detect`` on a ~200-character message, 9 languages, on
 the (shared, 2-core) dev machine: 15-40 us for Telugu, Gujarati, Hindi,
 Russian (decided by script, lingua not called), 30-50 us Japanese,
 120-190 us for English, Spanish, Portuguese, Latvian (lingua alone on the
-whole text: 70-110 us). ``tests/test_language.py::test_detect_speed`` prints
+whole text: 70-110 us). ``tests/routing/test_language.py::test_detect_speed`` prints
 it (``pytest -s``). Only the first ``max_chars`` (600) characters are read.
 
 Thread safety: a built detector is immutable; lingua's detector may be used

@@ -9,8 +9,8 @@ import redis.asyncio as aioredis
 
 from router.config import Config, load_config
 from router.store import Store
+from tests.adapters.twilio.twilio_emulator import twilio_emulator as twilio_emulator
 from tests.support import API_TOKEN, DaemonProcess, RedisServer, free_port, write_config
-from tests.twilio_emulator import twilio_emulator as twilio_emulator
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -517,7 +517,7 @@ def test_a_taken_http_port_stops_what_had_started_and_exits_non_zero(tmp_path: P
     """Issue 15: the bind fails after the embedded Redis, the workers and the
     adapters (the IMAP one with its parser processes) have started: the daemon
     says which address, undoes all of it in reverse order, and exits 1."""
-    from tests.mail_servers import PymapServer
+    from tests.adapters.email.mail_servers import PymapServer
 
     imap = PymapServer().start()
     taken = socket.socket()

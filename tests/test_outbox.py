@@ -205,7 +205,7 @@ async def test_dead_letter_replayed_once_the_channel_is_fixed(
 
 async def test_without_a_callback_replies_are_kept_to_be_read(store: Store, cfg: Config) -> None:
     """No channels.api.callback: the reply is sent into its delivery record, for
-    GET /v1/conversations/{id}/replies (tests/test_api_replies.py), not dead-lettered."""
+    GET /v1/conversations/{id}/replies (tests/adapters/api/test_api_replies.py), not dead-lettered."""
     conv = await conversation(store)
     async with Running(store, cfg):
         oid = await AgentClient(store).reply(conv, "hello")

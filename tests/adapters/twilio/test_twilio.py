@@ -16,8 +16,8 @@ import redis as redis_sync
 from twilio.request_validator import RequestValidator
 
 from router.adapters.twilio import split_text
+from tests.adapters.twilio.twilio_emulator import TwilioEmulator, sign
 from tests.support import DaemonProcess, RedisServer, cli, free_port, write_config
-from tests.twilio_emulator import TwilioEmulator, sign
 
 OUR_NUMBER = "+15005550006"
 HINDI = "नमस्ते, मेरा ऑर्डर अभी तक नहीं आया है, कृपया मदद करें।"

@@ -278,7 +278,7 @@ async def test_reply_reaches_the_socket_on_another_daemon_and_a_typed_email_ties
 async def test_a_visitor_who_left_gets_the_transcript_at_their_proven_address(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    from tests.mail_servers import SmtpInbox
+    from tests.adapters.email.mail_servers import SmtpInbox
 
     smtp = SmtpInbox().start()
     path, port = chat_config(

@@ -16,8 +16,8 @@ from aiohttp import web
 from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
 
-from tests.twilio_emulator import TwilioEmulator, num_segments
-from tests.twilio_emulator import twilio_emulator as twilio_emulator  # fixture
+from tests.adapters.twilio.twilio_emulator import TwilioEmulator, num_segments
+from tests.adapters.twilio.twilio_emulator import twilio_emulator as twilio_emulator  # fixture
 
 TO = "+15005550006"
 FROM = "+15005550001"

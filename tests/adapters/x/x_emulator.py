@@ -74,7 +74,7 @@ valid for the server, which must verify them against the original URL), and refu
 other host with ``ForeignHostError``. ``redirect_session``/``redirect_middleware`` depend
 only on aiohttp and yarl, so they can move into the daemon unchanged.
 
-Use from tests: ``from tests.x_emulator import x_emulator as x_emulator`` in a test module
+Use from tests: ``from tests.adapters.x.x_emulator import x_emulator as x_emulator`` in a test module
 (or in ``tests/conftest.py``), take ``x_emulator`` as a fixture argument, and build clients
 with ``x_emulator.client()`` (closed by ``stop()``) or by hand::
 
@@ -191,7 +191,7 @@ def redirect_session(
 # Wire constants
 # --------------------------------------------------------------------------------------
 
-CORPUS_DIR = Path(__file__).resolve().parent / "fixtures" / "x-api"
+CORPUS_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "x-api"
 SIGNED_ORIGIN = "https://api.twitter.com"
 TWEPOCH_MS = 1288834974657
 RECORDED_ME_ID = "1072250532645998596"

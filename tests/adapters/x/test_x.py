@@ -17,9 +17,9 @@ import redis as redis_sync
 import yaml
 
 from router.adapters.x import PUBLIC_ACKS, RateLimits, _thread
+from tests.adapters.x.x_emulator import XEmulator
+from tests.adapters.x.x_emulator import x_emulator as x_emulator
 from tests.support import DaemonProcess, RedisServer, cli, free_port, write_config
-from tests.x_emulator import XEmulator
-from tests.x_emulator import x_emulator as x_emulator
 
 PORTUGUESE = "@suporte meu pedido ainda não chegou e já se passaram duas semanas, podem ajudar?"
 JAPANESE = "こんにちは、先週注文した靴がまだ届いていません。確認していただけますか？"

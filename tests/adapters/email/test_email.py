@@ -23,7 +23,7 @@ import yaml
 
 from router.adapters.imap import MailParser
 from router.mail import MailError, ParsedMail, parse
-from tests.mail_servers import DovecotServer, ImapServer, PymapServer, SmtpInbox
+from tests.adapters.email.mail_servers import DovecotServer, ImapServer, PymapServer, SmtpInbox
 from tests.support import FIXTURES, DaemonProcess, RedisServer, cli, free_port, write_config
 
 FOLDER = "Support"

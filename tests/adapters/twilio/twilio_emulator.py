@@ -32,7 +32,7 @@ Caveats of twilio's ``AsyncTwilioHttpClient`` (twilio 9.13, aiohttp 3.14):
   ``timeout=`` nor a session-level ``ClientTimeout`` applies. Only an asyncio-level
   timeout (``asyncio.timeout`` / ``wait_for``) bounds a hanging Twilio call.
 
-Use from tests: ``from tests.twilio_emulator import twilio_emulator`` in a test module
+Use from tests: ``from tests.adapters.twilio.twilio_emulator import twilio_emulator`` in a test module
 (or in ``tests/conftest.py`` to make the fixture global), then take ``twilio_emulator``
 as a fixture argument.
 """

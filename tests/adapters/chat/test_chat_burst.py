@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from router.adapters.chat import sign_visitor
+from tests.adapters.chat.test_chat import ORIGIN, SECRET, chat_config, entries, start
 from tests.support import API_TOKEN, DaemonProcess, RedisServer
-from tests.test_chat import ORIGIN, SECRET, chat_config, entries, start
 
 SOCKETS = 500
 POSTS = 60
@@ -135,8 +135,13 @@ async def test_the_widget_comes_back_after_retry_after_jittered(tmp_path: Path) 
     never at once, and the fourth socket's welcome is taken."""
     from aiohttp import web
 
+    from tests.adapters.chat.test_chat_browser import (
+        CHROMIUM,
+        FLAGS,
+        NEEDS_CHROMIUM,
+        async_playwright,
+    )
     from tests.support import ROOT, free_port
-    from tests.test_chat_browser import CHROMIUM, FLAGS, NEEDS_CHROMIUM, async_playwright
 
     if async_playwright is None or not await asyncio.to_thread(Path(CHROMIUM).exists):
         pytest.skip(NEEDS_CHROMIUM)

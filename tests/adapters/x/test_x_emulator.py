@@ -15,7 +15,7 @@ import yaml
 from tweepy.asynchronous import AsyncClient, AsyncPaginator
 from yarl import URL
 
-from tests.x_emulator import (
+from tests.adapters.x.x_emulator import (
     CORPUS_DIR,
     ForeignHostError,
     XCredentials,
@@ -24,7 +24,7 @@ from tests.x_emulator import (
     redirect_session,
     snowflake_time,
 )
-from tests.x_emulator import x_emulator as x_emulator  # fixture
+from tests.adapters.x.x_emulator import x_emulator as x_emulator  # fixture
 
 RECORDED_MENTIONS = ["1578522401263919106", "1578522395434192896"]
 RECORDED_DMS = ["1585823814956482567", "1585823814058971140"]

@@ -26,8 +26,9 @@ from router.mail import (
     parse,
     strip_quoted,
 )
+from tests.support import FIXTURES
 
-CORPUS = Path(__file__).resolve().parent / "fixtures" / "emails"
+CORPUS = FIXTURES / "emails"
 CORPUS_FILES = sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.name != "LICENSE")
 
 # The one file refused: sample_output_multipart is empty (0 bytes).
@@ -1302,7 +1303,7 @@ def test_charset_codecs_used_exist_here() -> None:
 
 # --------------------------------------------------------------------------- read right (issue 14)
 
-CASES = Path(__file__).resolve().parent / "fixtures" / "mail-cases"
+CASES = FIXTURES / "mail-cases"
 
 
 def case(name: str) -> ParsedMail:

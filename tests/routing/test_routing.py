@@ -40,7 +40,7 @@ from router.profiles.context import Context
 from router.profiles.identity import normalise_identity
 from router.routing import Routing, decide
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config" / "example.yaml"
 ENV = {"ROUTER_API_TOKEN": "x", "CHAT_SECRET": "x"}
 SENDABLE = frozenset({"api", "email", "sms", "chat", "whatsapp", "x", "voice"})
@@ -154,7 +154,7 @@ def _instant(ts: float | None) -> datetime | None:
 def eta_meaning(text: str | None) -> tuple[str, ...] | None:
     """What an ETA tells the customer, whatever the CLDR data's words and order:
     the day of the month, the clock time (on a 12-hour dial) and the UTC offset.
-    The exact text is pinned once per language in tests/test_acks.py."""
+    The exact text is pinned once per language in tests/routing/test_acks.py."""
     if text is None:
         return None
     offset = re.search(r"[+-]\d\d:\d\d", text)
@@ -192,7 +192,7 @@ def check(d: Decision, now: float, expect: dict[str, Any]) -> None:
         elif key == "ack_not":  # a marker the acknowledgement must not contain
             got[key] = d.ack_text is not None and value in d.ack_text
             want[key] = False
-        elif key == "eta":  # same meaning; tests/test_acks.py pins the exact words
+        elif key == "eta":  # same meaning; tests/routing/test_acks.py pins the exact words
             got[key], want[key] = eta_meaning(d.eta_local), eta_meaning(value)
         elif key == "eta_has":
             got[key] = tuple(p for p in value if d.eta_local and p in d.eta_local)

@@ -23,9 +23,9 @@ import redis as redis_sync
 from aiohttp import web
 
 from router.profiles.claims import CODES_PER_ADDRESS, MAX_ATTEMPTS
-from tests.mail_servers import SmtpInbox
+from tests.adapters.chat.test_chat import Visitor, chat_config, connect, entries, start, until
+from tests.adapters.email.mail_servers import SmtpInbox
 from tests.support import API_TOKEN, DaemonProcess, RedisServer, cli, free_port
-from tests.test_chat import Visitor, chat_config, connect, entries, start, until
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 ANA = "ana@example.com"

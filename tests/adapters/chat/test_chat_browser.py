@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import redis as redis_sync
 
-from tests.mail_servers import SmtpInbox
+from tests.adapters.chat.test_chat import SECRET, chat_config, entries, until
+from tests.adapters.email.mail_servers import SmtpInbox
 from tests.support import ROOT, DaemonProcess, RedisServer, cli
-from tests.test_chat import SECRET, chat_config, entries, until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 try:
@@ -70,7 +70,7 @@ async def test_widget_in_a_real_browser(tmp_path: Path, redis_server: RedisServe
             assert msg["text"].startswith("Olá, meu pedido 1234")
             assert '"timezone":"America/Sao_Paulo"' in msg["hints"]
             # the acknowledgement with the ETA, in Portuguese, in the customer's zone
-            # (the offset, not CLDR's words around it: tests/test_acks.py pins those)
+            # (the offset, not CLDR's words around it: tests/routing/test_acks.py pins those)
             log = page.get_by_role("log", name="Conversation")
             await log.get_by_text("-03:00").wait_for(timeout=15000)
             out = cli(
