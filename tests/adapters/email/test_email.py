@@ -661,8 +661,9 @@ async def test_mail_parser_survives_a_dying_or_stuck_worker() -> None:
 
 dovecot_only = pytest.mark.skipif(
     not DovecotServer.available,
-    reason="needs Debian's dovecot-imapd and root: run scripts/test as root (it installs "
-    "it), or `apt install dovecot-imapd`",
+    reason="needs Debian's dovecot-imapd and root (the test runs its own Dovecot): run "
+    "scripts/test as root (it installs it), or `apt-get install --no-install-recommends "
+    "dovecot-imapd` and run the tests as root",
 )
 
 
