@@ -150,6 +150,7 @@ class OverflowWorker:
                     keys.queue(dest, PRIORITIES[priority]),
                     keys.overflow,
                     keys.message(fields.get("message_id", "")),
+                    keys.conversation(fields.get("conversation_id", "")),
                 ],
                 args=[
                     QUEUE_GROUP,

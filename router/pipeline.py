@@ -458,8 +458,9 @@ class RoutingWorker:
 
     # -- 6. commit -------------------------------------------------------------
     async def _commit(self, cfg: Config, routed: list[Routed], now: float) -> list[list[Any]]:
-        """Commit the batch: per item {1 routed | 0 already | -1 error, queue
-        entry or error, conversation id} (see lua/commit_route.lua)."""
+        """Commit the batch: per item {1 routed | 2 joined the conversation's
+        work item | 0 already | -1 error, queue entry or error, conversation id}
+        (see lua/commit_route.lua)."""
         # In slices, one after the other (in order): a script blocks Redis
         # while it runs, and intake's writes must not wait behind a long one.
         results: list[list[Any]] = []
@@ -485,7 +486,7 @@ class RoutingWorker:
             if r[0] == -1:
                 failures.append(Failure(e, "commit", f"Redis refused the commit: {r[1]}"))
                 continue
-            fresh = r[0] == 1
+            fresh = r[0] in (1, 2)  # 2: joined the conversation's waiting work item
             # (another worker may have opened the conversation first)
             conversation_id = r[2] or item["conversation_id"]
             latency = max(0.0, time.time() - e.message.received_at)
@@ -504,6 +505,7 @@ class RoutingWorker:
                 priority=decision.priority,
                 rule=decision.rule,
                 latency_ms=round(latency * 1000, 1),
+                **({"joined_work_item": True} if r[0] == 2 else {}),
             )
 
     def _commit_item(

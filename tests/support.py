@@ -249,12 +249,42 @@ class DaemonProcess:
 
 
 async def queued_message_ids(r: Any, prefix: str = "router:") -> list[str]:
-    """Every message id in every agent queue entry (duplicates kept), via SCAN."""
+    """Every message id in every agent queue entry (duplicates kept), and every
+    follow-up that joined its conversation's waiting work item, via SCAN."""
     ids: list[str] = []
     async for key in r.scan_iter(match=f"{prefix}q:*", _type="stream"):
         for _, fields in await r.xrange(key):
             ids.append(fields["message_id"])
+    msgs = [k async for k in r.scan_iter(match=f"{prefix}msg:*", _type="hash", count=1000)]
+    pipe = r.pipeline(transaction=False)
+    for k in msgs:
+        pipe.hmget(k, "id", "joined")
+    for mid, joined in await pipe.execute():
+        if joined == "1":
+            ids.append(mid)
     return ids
+
+
+def per_message(r: Any, entries: list[dict[str, str]], prefix: str = "router:") -> list[dict]:
+    """Queue entries (from a sync client), one per message they hold: a work
+    item's entry, then a copy (``message_id`` replaced) for each follow-up
+    that joined it (docs/redis-schema.md: one conversation, one work item).
+    The follow-ups are the messages after the entry's first one in the
+    conversation's timeline, up to the next one with an entry of its own."""
+    out: list[dict] = []
+    for e in entries:
+        out.append(e)
+        timeline = r.xrange(f"{prefix}conv:{{{e['conversation_id']}}}:timeline")
+        inbound = [f["message_id"] for _, f in timeline if f.get("direction") == "in"]
+        if e["message_id"] not in inbound:
+            continue
+        for mid in inbound[inbound.index(e["message_id"]) + 1 :]:
+            joined, entry = r.hmget(f"{prefix}msg:{{{mid}}}", "joined", "queue_entry")
+            if joined == "1":
+                out.append({**e, "message_id": mid})
+            elif entry != "none":  # (an auto-reply is recorded, not queued)
+                break
+    return out
 
 
 async def post_until_accepted(

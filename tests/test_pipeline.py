@@ -17,6 +17,7 @@ from router.pipeline import RoutingWorker
 from router.profiles.identity import normalise_identity
 from router.routing import Routing
 from router.store import Store
+from tests.support import queued_message_ids
 
 
 def msg(
@@ -199,8 +200,10 @@ async def test_replay_puts_messages_back_and_stays_idempotent(store: Store, cfg:
     assert [r[2] for r in results] == ["replayed", "replayed", "no such dead letter"]
     assert await list_dead_letters(store) == []
     await drain(worker(store, cfg))
-    ids = sorted(f["message_id"] for _, _, f in await queue_entries(store, "general"))
-    assert ids == sorted([routed.id, "m-lost"])  # the routed one is not queued twice
+    # the routed one is not queued twice (the other joined its conversation's work item)
+    ids = sorted(await queued_message_ids(store.redis, store.keys.prefix))
+    assert ids == sorted([routed.id, "m-lost"])
+    assert len(await queue_entries(store, "general")) == 1
 
 
 @pytest.mark.parametrize("count", [1, 250])
@@ -214,7 +217,9 @@ async def test_batches_commit_everything(store: Store, cfg: Config, count: int) 
     )
     await ing.stop()
     await drain(worker(store, cfg))
-    assert len(await queue_entries(store, "general")) == count
+    assert len(await queued_message_ids(store.redis, store.keys.prefix)) == count
+    # one work item per conversation: the follow-ups joined the first one
+    assert len(await queue_entries(store, "general")) == min(count, 17)
 
 
 async def test_lanes_route_every_partition_in_order_and_drain(store: Store, cfg: Config) -> None:
@@ -235,7 +240,7 @@ async def test_lanes_route_every_partition_in_order_and_drain(store: Store, cfg:
     stop = asyncio.Event()
     run = asyncio.create_task(w.run(stop))
     for _ in range(200):
-        if len(await queue_entries(store, "general")) == 180:
+        if len(await queued_message_ids(store.redis, store.keys.prefix)) == 180:
             break
         await asyncio.sleep(0.05)
     assert sorted(w.owned) == list(range(cfg.ingest.partitions))  # all lanes' share held
@@ -243,17 +248,19 @@ async def test_lanes_route_every_partition_in_order_and_drain(store: Store, cfg:
     stop.set()
     await asyncio.wait_for(run, 10)
 
-    entries = await queue_entries(store, "general")
-    ids = [f["message_id"] for _, _, f in entries]
+    ids = await queued_message_ids(store.redis, store.keys.prefix)
     assert sorted(ids) == sorted([r.id for r in ana + others] + [late.id])  # each once
-    # in the order sent (repeat contacts move up a band: the later ones come first)
-    sent = {r.id: n for n, r in enumerate(ana)}
-    bands = [
-        [sent[f["message_id"]] for b, _, f in entries if b == band and f["message_id"] in sent]
-        for band in range(3)
+    # in the order sent: ana's conversation is one work item, her messages in order,
+    # raised a band by repeat contact
+    conv_id = await store.redis.hget(store.keys.message(ana[0].id), "conversation_id")
+    timeline = await store.redis.xrange(store.keys.timeline(conv_id))
+    assert [f["message_id"] for _, f in timeline] == [r.id for r in ana]
+    conv = await store.redis.hgetall(store.keys.conversation(conv_id))
+    assert conv["item_message_count"] == "120" and conv["item_last_message_id"] == ana[-1].id
+    (item,) = [
+        (b, f) for b, _, f in await queue_entries(store, "general") if f["message_id"] == ana[0].id
     ]
-    assert all(order == sorted(order) for order in bands)
-    assert sorted(bands[1] + bands[2]) == bands[2] + bands[1] == list(range(120))
+    assert item[0] == 1 and item[1]["priority"] == "high"
     assert w.owned == {}
     assert not await store.redis.exists(*(store.keys.lease(p) for p in range(4)))
 
@@ -333,7 +340,7 @@ async def test_routing_nodes_share_the_partitions_evenly(store: Store, cfg: Conf
     assert sorted(a.owned) == [0, 1, 2, 3]
     await ing.ingest(msg(sender="late@example.com"))
     await drain(a)
-    routed = sorted(f["message_id"] for _, _, f in await queue_entries(store, "general"))
+    routed = sorted(await queued_message_ids(store.redis, store.keys.prefix))
     assert len(routed) == 81 and set(sent) <= set(routed)
 
 
@@ -391,8 +398,9 @@ async def test_two_workers_opening_a_conversation_at_once_make_one(
     assert all(b[0].item["acknowledgement"] for b in batches)
     results = [(await w._commit(routing.cfg, b, now))[0] for b in batches]
 
-    assert [r[0] for r in results] == [1, 1]
+    assert [r[0] for r in results] == [1, 2]  # the second joins the first's work item
     assert results[0][2] == results[1][2] == opened[0]
+    assert results[0][1] == results[1][1] and len(await queue_entries(store, "general")) == 1
     for m in (first, second):
         assert await store.redis.hget(store.keys.message(m.id), "conversation_id") == opened[0]
     assert [

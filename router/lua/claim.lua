@@ -4,11 +4,13 @@
 -- ARGV: group, agent, visibility timeout (ms), [key prefix]
 -- Per band: first an entry whose claim expired (or was released), then a new
 -- one. With the key prefix, the agent becomes the owner of the entry's
--- conversation (follow-ups come back to them while they are online).
+-- conversation (follow-ups come back to them while they are online), and the
+-- reply carries the work item's live `message_count` and `last_message_id`
+-- (follow-ups join the entry: docs/redis-schema.md).
 -- -> {stream key, entry id, delivery count, field, value, ...} or nil
 local group, agent, vis = ARGV[1], ARGV[2], ARGV[3]
 P = ARGV[4]
-local function own(fields)
+local function own(key, id, fields, out)
   if not P then return end
   for i = 1, #fields, 2 do
     if fields[i] == 'conversation_id' then
@@ -16,6 +18,11 @@ local function own(fields)
       if redis.call('EXISTS', ck) == 1 then
         local t = redis.call('TIME')
         redis.call('HSET', ck, 'owner', agent, 'owned_at', t[1] .. '.' .. string.sub(t[2], 1, 3))
+        local it = redis.call('HMGET', ck, 'item', 'item_message_count', 'item_last_message_id')
+        if it[1] == key .. ' ' .. id and it[2] then
+          table.insert(out, 'message_count') table.insert(out, it[2])
+          table.insert(out, 'last_message_id') table.insert(out, it[3])
+        end
       end
     end
   end
@@ -34,7 +41,7 @@ for _, key in ipairs(KEYS) do
           local p = redis.call('XPENDING', key, group, id, id, 1)
           local out = {key, id, p[1] and p[1][4] or 1}
           for _, x in ipairs(e[2]) do table.insert(out, x) end
-          own(e[2])
+          own(key, id, e[2], out)
           return out
         end
         redis.call('XACK', key, group, id)
@@ -47,7 +54,7 @@ for _, key in ipairs(KEYS) do
       local e = n[1][2][1]
       local out = {key, e[1], 1}
       for _, x in ipairs(e[2]) do table.insert(out, x) end
-      own(e[2])
+      own(key, e[1], e[2], out)
       return out
     end
   end

@@ -9,8 +9,15 @@
 -- ARGV[4]: message retention (s);
 -- ARGV[5]: JSON list of items, each an object with the fields of
 --          router.pipeline.CommitItem (its docstring says what each one is)
--- -> per item {1 routed | 0 already routed | -1 error, queue entry or error,
---              conversation id}
+-- One conversation, one work item: while the conversation's queue entry
+-- (`item` on the conversation hash, "<stream> <entry id>") is still in its
+-- stream, a customer message joins it instead of making a second entry:
+-- `item_message_count` and `item_last_message_id` are updated, its owner
+-- keeps it, its due time stays. A more urgent band (rules, repeat contact)
+-- moves a waiting (unclaimed) entry to that band of its queue; a claimed one
+-- stays with its owner. Priority is never lowered.
+-- -> per item {1 routed | 2 joined the live work item | 0 already routed |
+--              -1 error, queue entry or error, conversation id}
 P = ARGV[1]
 local now_s = ARGV[2]
 local now, window, retention = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -51,6 +58,55 @@ local function join_just_opened(item)
   set(item.customer, 'open_conversation', open)
 end
 
+-- The conversation's live work item: its stream and entry id, or nil.
+local function live_item(ck)
+  local it = redis.call('HGET', ck, 'item')
+  if not it then return nil end
+  local stream, id = string.match(it, '^(%S+) (%S+)$')
+  if stream and #redis.call('XRANGE', stream, id, id) > 0 then return stream, id end
+  return nil
+end
+
+local function field(pairs, key)
+  for i = 1, #pairs, 2 do if pairs[i] == key then return pairs[i + 1] end end
+  return nil
+end
+
+-- Join `item` (a message) to the live work item (stream, id) of conversation
+-- key ck: count it, raise the band if it says so and nobody holds the entry.
+-- -> the work item's stream and entry id (moved or not).
+local function join_item(item, ck, stream, id)
+  local n = redis.call('HINCRBY', ck, 'item_message_count', 1)
+  redis.call('HSET', ck, 'item_last_message_id', item.message_id)
+  local band = tonumber(string.match(stream, ':p(%d+)$'))
+  local qname = redis.call('HGET', ck, 'item_queue')
+  if not band or not qname or item.band >= band then return stream, id end
+  if redis.call('XPENDING', stream, QUEUE_GROUP, id, id, 1)[1] then return stream, id end
+  local e = redis.call('XRANGE', stream, id, id)[1][2]
+  set(e, 'priority', field(item.queue_entry, 'priority'))
+  local rep = field(item.queue_entry, 'repeat')
+  if rep then
+    if field(e, 'repeat') then set(e, 'repeat', rep)
+    else table.insert(e, 'repeat') table.insert(e, rep) end
+  end
+  local to = K.queue(qname, item.band)
+  if string.sub(qname, 1, 1) == '~' then
+    pcall(redis.call, 'XGROUP', 'CREATE', to, QUEUE_GROUP, '0', 'MKSTREAM')
+  end
+  local qid = redis.call('XADD', to, '*', unpack(e))
+  redis.call('XDEL', stream, id)
+  local old, new = stream .. ' ' .. id, to .. ' ' .. qid
+  local at = redis.call('ZSCORE', overflow, old)
+  if at then
+    redis.call('ZREM', overflow, old)
+    redis.call('ZADD', overflow, at, new)
+  end
+  redis.call('HSET', ck, 'item', new)
+  local first = K.message(field(e, 'message_id') or '')
+  if redis.call('EXISTS', first) == 1 then redis.call('HSET', first, 'queue_entry', new) end
+  return to, qid
+end
+
 local function commit(item)
   local mkey = K.message(item.message_id)
   local done = redis.call('HGET', mkey, 'queue_entry')
@@ -63,14 +119,24 @@ local function commit(item)
   local ck, custk = K.conversation(cid), K.customer(item.customer_id)
   local stream = K.queue(item.queue, item.band)
   local qid = ''
+  local joined = false
+  if not quiet and not item.new_conversation then
+    local s, id = live_item(ck)
+    if s then stream, qid = join_item(item, ck, s, id) joined = true end
+  end
   if quiet then
     redis.call('HSET', mkey, 'queue_entry', 'none', unpack(item.message))
+  elseif joined then
+    redis.call('HSET', mkey, unpack(item.message))
+    redis.call('HSET', mkey, 'queue_entry', stream .. ' ' .. qid, 'joined', '1')
   else
     if item.personal then
       pcall(redis.call, 'XGROUP', 'CREATE', stream, QUEUE_GROUP, '0', 'MKSTREAM')
     end
     qid = redis.call('XADD', stream, '*', unpack(item.queue_entry))
     redis.call('HSET', mkey, 'queue_entry', stream .. ' ' .. qid, unpack(item.message))
+    redis.call('HSET', ck, 'item', stream .. ' ' .. qid, 'item_queue', item.queue,
+               'item_message_count', 1, 'item_last_message_id', item.message_id)
   end
   redis.call('EXPIRE', mkey, retention)
   redis.call('HSET', custk, unpack(item.customer))
@@ -88,6 +154,13 @@ local function commit(item)
     redis.call('HINCRBY', ck, 'reopen_count', 1)
   end
   redis.call('HSET', ck, unpack(item.conversation))
+  if joined then  -- the conversation and the message are where its work item is
+    local q = redis.call('HGET', ck, 'item_queue')
+    if q and string.sub(q, 1, 1) ~= '~' then
+      redis.call('HSET', ck, 'queue', q)
+      redis.call('HSET', mkey, 'queue', q)
+    end
+  end
   redis.call('HINCRBY', ck, 'message_count', 1)
   if not quiet then redis.call('HINCRBY', ck, 'inbound_since_reply', 1) end
   redis.call('EXPIRE', ck, retention)
@@ -103,14 +176,14 @@ local function commit(item)
     end
     redis.call('EXPIRE', refs, retention)
   end
-  if item.overflow_at_ms ~= '' and not quiet then
+  if item.overflow_at_ms ~= '' and not quiet and not joined then
     redis.call('ZADD', overflow, item.overflow_at_ms, stream .. ' ' .. qid)
   end
   if item.acknowledgement ~= '' and not quiet then
     redis.call('XADD', outbox, '*', 'o', item.acknowledgement)
   end
   ack(item.ingest_stream, item.entry_id)
-  return {1, qid, cid}
+  return {joined and 2 or 1, qid, cid}
 end
 
 local out = {}

@@ -1,5 +1,6 @@
 -- Overflow: move a queue entry nobody claimed in time to its next target.
--- KEYS: old band stream, new band stream, overflow zset, message hash
+-- KEYS: old band stream, new band stream, overflow zset, message hash,
+--       conversation hash (its `item` follows the entry)
 -- ARGV: group, entry id, overflow member, new entry fields JSON [k, v...],
 --       next overflow score (ms) or "", new queue name
 -- -> {1, new entry id} | {0, "gone" | "claimed"}
@@ -19,5 +20,8 @@ redis.call('ZREM', KEYS[3], ARGV[3])
 if ARGV[5] ~= '' then redis.call('ZADD', KEYS[3], ARGV[5], KEYS[2] .. ' ' .. qid) end
 if redis.call('EXISTS', KEYS[4]) == 1 then
   redis.call('HSET', KEYS[4], 'queue_entry', KEYS[2] .. ' ' .. qid, 'queue', ARGV[6])
+end
+if KEYS[5] and redis.call('HGET', KEYS[5], 'item') == KEYS[1] .. ' ' .. ARGV[2] then
+  redis.call('HSET', KEYS[5], 'item', KEYS[2] .. ' ' .. qid, 'item_queue', ARGV[6])
 end
 return {1, qid}

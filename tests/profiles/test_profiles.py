@@ -140,7 +140,10 @@ async def test_chat_visitor_giving_a_known_email_merges_the_profiles(
         message("visitor-77", "chat", "I am ana.silva@example.com", identities=[ANA_EMAIL]),
     )
     survivor = first["customer_id"]  # the older profile survives
-    assert tied["customer_id"] == survivor
+    # (tied joined the chat's waiting work item, raised a band by repeat contact)
+    assert (tied["message_id"], tied["priority"]) == (chat["message_id"], "high")
+    conv_of_tied = store.keys.conversation(tied["conversation_id"])
+    assert await store.redis.hget(conv_of_tied, "customer_id") == survivor
     admin = Admin(store)
     profile = await admin.show("chat:visitor-77")
     assert profile["id"] == survivor
@@ -258,9 +261,9 @@ async def test_two_workers_one_new_customer_two_channels_same_instant(
     qs = []
     for key in store.keys.queue_bands("general"):
         qs += [f for _, f in await store.redis.xrange(key)]
-    assert len(qs) == 2
-    assert len({f["customer_id"] for f in qs}) == 1
-    assert len({f["conversation_id"] for f in qs}) == 1
+    assert len(qs) == 1  # one conversation, one work item
+    conv = await store.redis.hgetall(store.keys.conversation(qs[0]["conversation_id"]))
+    assert conv["item_message_count"] == "2"
     profile = await Admin(store).show(ANA_EMAIL)
     assert profile["conversation_count"] == "1" and profile["message_count"] == "2"
     assert len(profile["conversations"]) == 1
@@ -311,14 +314,21 @@ async def test_repeat_contact_is_flagged_and_raised_until_answered(
         message(ANA_PHONE, "sms", "hello?"),
         message(ANA_PHONE, "sms", "HELLO??"),
     )
-    assert one["priority"] == "normal" and "repeat" not in one
-    assert (two["priority"], two["repeat"]) == ("high", "2")
-    assert (three["priority"], three["repeat"]) == ("high", "3")
-    assert two["stream"] == store.keys.queue("general", 1)
+    # one work item, raised a band by the second message (its due time kept)
+    assert one["entry_id"] == two["entry_id"] == three["entry_id"]
+    assert (three["priority"], three["repeat"]) == ("high", "2")
+    assert three["stream"] == store.keys.queue("general", 1)
+    conv = await store.redis.hgetall(store.keys.conversation(one["conversation_id"]))
+    assert conv["item_message_count"] == "3"
     customer = await store.redis.hgetall(store.keys.customer(one["customer_id"]))
     assert customer["repeat_contacts"] == "2"
-    await AgentClient(store).reply(one["conversation_id"], "Looking into it now", agent="bob")
+    client = AgentClient(store)
+    claimed = await client.claim("general", "bob")
+    assert claimed is not None and claimed.fields["message_count"] == "3"
+    await client.reply(one["conversation_id"], "Looking into it now", agent="bob")
+    await client.ack("general", claimed.entry_id, "bob")
     (four,) = await route(store, routing, message(ANA_PHONE, "sms", "thanks"))
+    assert four["entry_id"] != one["entry_id"]
     assert four["priority"] == "normal" and "repeat" not in four
 
 

@@ -17,7 +17,7 @@ import pytest
 import redis as redis_sync
 
 from router.adapters.chat import sign_visitor, verify_token
-from tests.support import DaemonProcess, RedisServer, cli, free_port, write_config
+from tests.support import DaemonProcess, RedisServer, cli, free_port, per_message, write_config
 
 SECRET = "chat-secret-for-tests"
 ORIGIN = "https://shop.example"
@@ -107,7 +107,8 @@ async def connect(
 
 
 def entries(r: redis_sync.Redis, queue: str) -> list[dict[str, str]]:
-    return [f for b in range(4) for _, f in r.xrange(f"router:q:{{{queue}}}:p{b}")]
+    """One per routed message (follow-ups join their conversation's work item)."""
+    return per_message(r, [f for b in range(4) for _, f in r.xrange(f"router:q:{{{queue}}}:p{b}")])
 
 
 async def until(predicate: Callable[[], Any], timeout: float = 15, what: str = "") -> Any:

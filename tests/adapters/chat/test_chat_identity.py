@@ -227,7 +227,10 @@ async def test_the_code_proves_the_address_and_only_then_profiles_merge(world: W
             ],
             what="Ana's chat message routed",
         )
-        assert entry["customer_id"] == ana["customer_id"]
+        # (it joined the chat's work item, queued before the merge: the
+        # conversation, not the entry, names the customer it belongs to now)
+        conv = f"router:conv:{{{entry['conversation_id']}}}"
+        assert r.hget(conv, "customer_id") == ana["customer_id"]
         out = cli(w.daemon.config, "reply", entry["conversation_id"], "--text", SECRET_REPLY)
         assert out.returncode == 0, out.stderr
         while (frame := await chat.recv("message"))["from"] != "agent":

@@ -24,7 +24,15 @@ import yaml
 from router.adapters.imap import MailParser
 from router.mail import MailError, ParsedMail, parse
 from tests.adapters.email.mail_servers import DovecotServer, ImapServer, PymapServer, SmtpInbox
-from tests.support import FIXTURES, DaemonProcess, RedisServer, cli, free_port, write_config
+from tests.support import (
+    FIXTURES,
+    DaemonProcess,
+    RedisServer,
+    cli,
+    free_port,
+    per_message,
+    write_config,
+)
 
 FOLDER = "Support"
 EMAILS = sorted(p for p in (FIXTURES / "emails").rglob("*") if p.is_file() and p.name != "LICENSE")
@@ -123,7 +131,8 @@ def start(config: Path, imap: ImapServer) -> DaemonProcess:
 
 
 def queued(r: redis_sync.Redis) -> list[dict[str, str]]:
-    return [f for b in range(4) for _, f in r.xrange(f"router:q:{{general}}:p{b}")]
+    """One per routed message (follow-ups join their conversation's work item)."""
+    return per_message(r, [f for b in range(4) for _, f in r.xrange(f"router:q:{{general}}:p{b}")])
 
 
 def dead(r: redis_sync.Redis) -> list[dict[str, str]]:

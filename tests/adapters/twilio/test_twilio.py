@@ -17,9 +17,10 @@ from twilio.request_validator import RequestValidator
 
 from router.adapters.twilio import split_text
 from tests.adapters.twilio.twilio_emulator import TwilioEmulator, sign
-from tests.support import DaemonProcess, RedisServer, cli, free_port, write_config
+from tests.support import API_TOKEN, DaemonProcess, RedisServer, cli, free_port, write_config
 
 OUR_NUMBER = "+15005550006"
+API_AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 HINDI = "नमस्ते, मेरा ऑर्डर अभी तक नहीं आया है, कृपया मदद करें।"
 LATVIAN = "Labdien, mans pasūtījums vēl nav pienācis, lūdzu palīdziet."
 
@@ -140,6 +141,13 @@ def entries(r: redis_sync.Redis, queue: str) -> list[dict[str, str]]:
     return [f for b in range(4) for _, f in r.xrange(f"router:q:{{{queue}}}:p{b}")]
 
 
+def work_items(r: redis_sync.Redis) -> list[dict[str, str]]:
+    """Every entry of the fixture's queues, with its ``queue``."""
+    return [
+        {**e, "queue": q} for q in ("general", "support-in", "support-lv") for e in entries(r, q)
+    ]
+
+
 def decision(r: redis_sync.Redis, entry: dict[str, str]) -> dict[str, Any]:
     return json.loads(r.hget(f"router:msg:{{{entry['message_id']}}}", "decision"))
 
@@ -234,12 +242,16 @@ async def test_forged_missing_replayed_huge_and_malformed_requests(
     ok = await phone.sms("+37129123456", LATVIAN)
     assert ok.status == 200  # still serving
     await until(lambda: entries(r, "support-lv"), what="routed after the bad requests")
-    await until(
-        lambda: len(entries(r, "support-in") + entries(r, "general")) >= 2, what="both routed"
+    # both from one number: one conversation, one work item holding both messages
+    (item,) = await until(
+        lambda: entries(r, "support-in") + entries(r, "general"), what="both routed"
     )
+    conv = f"router:conv:{{{item['conversation_id']}}}"
+    await until(lambda: r.hget(conv, "item_message_count") == "2", what="both routed")
     texts = [
-        r.hget(f"router:msg:{{{e['message_id']}}}", "text")
-        for e in entries(r, "support-in") + entries(r, "general")
+        r.hget(f"router:msg:{{{f['message_id']}}}", "text")
+        for _, f in r.xrange(f"{conv}:timeline")
+        if f.get("direction") == "in"
     ]
     assert sorted(texts) == ["same one", "signed without the port"]
     assert phone.daemon.events("twilio_signature_rejected")
@@ -506,3 +518,53 @@ def test_refusal_log_is_bounded_and_keeps_the_count() -> None:
     assert len(logger.lines) == 2  # at 0 s and at 60 s
     assert [f["refused_since_last_line"] for _, f in logger.lines] == [1, 6000]
     assert logger.lines[-1][1]["refused_total"] == 6001
+
+
+async def test_a_follow_up_on_another_channel_joins_the_waiting_work_item(
+    phone: Phone, redis_server: RedisServer
+) -> None:
+    """One conversation, one work item: an API message, then SMS follow-ups
+    from the same customer join its queue entry (one item, one owner, one due
+    time) until an agent acks it; the next message makes a new one."""
+    r = redis_server.client()
+    ana_phone = "+351912345678"
+    body = {
+        "from": "ana@example.com",
+        "text": "My order 1234 has not arrived",
+        "id": "crm-1",
+        "identities": [ana_phone],
+    }
+    url = f"{phone.daemon.url}/v1/messages"
+    async with phone.http.post(url, json=body, headers=API_AUTH) as resp:
+        assert resp.status == 202
+    (first,) = await until(lambda: work_items(r), what="the API message routed")
+    queue = first["queue"]
+    conv_key = f"router:conv:{{{first['conversation_id']}}}"
+    # a follow-up by SMS while it waits: no second entry, raised a band, same due time
+    assert (await phone.sms(ana_phone, "Any news on my order?")).status == 200
+    await until(lambda: r.hget(conv_key, "item_message_count") == "2", what="the SMS joined")
+    (waiting,) = work_items(r)
+    assert waiting["message_id"] == first["message_id"]
+    assert waiting["due_at"] == first["due_at"] and waiting["priority"] == "high"
+    assert waiting["queue"] == queue and r.xlen(f"router:q:{{{queue}}}:p1") == 1
+    # alice takes it; a third message joins it in her hands, bob gets nothing
+    config = phone.daemon.config
+    out = cli(config, "queue", "pull", queue, "--agent", "alice", "--json")
+    assert out.returncode == 0, out.stderr
+    pulled = json.loads(out.stdout)
+    assert pulled["message_id"] == first["message_id"] and pulled["message_count"] == "2"
+    assert pulled["conversation_id"] == first["conversation_id"]
+    assert (await phone.sms(ana_phone, "Hello??")).status == 200
+    await until(lambda: r.hget(conv_key, "item_message_count") == "3", what="the 3rd joined")
+    assert len(work_items(r)) == 1
+    assert r.hget(conv_key, "owner") == "alice"
+    assert cli(config, "queue", "pull", queue, "--agent", "bob").returncode == 3
+    assert [e["joined_work_item"] for e in phone.daemon.events("routed")[1:]] == [True, True]
+    # alice finishes it: the next message is a new work item
+    out = cli(config, "queue", "ack", queue, pulled["entry_id"], "--agent", "alice")
+    assert out.returncode == 0, out.stderr
+    assert (await phone.sms(ana_phone, "Thanks, got it")).status == 200
+    (new,) = await until(lambda: work_items(r), what="a new work item")
+    assert new["message_id"] != first["message_id"]
+    assert new["conversation_id"] == first["conversation_id"]
+    assert r.hget(conv_key, "item_message_count") == "1"

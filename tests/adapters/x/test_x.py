@@ -19,7 +19,7 @@ import yaml
 from router.adapters.x import PUBLIC_ACKS, RateLimits, _thread
 from tests.adapters.x.x_emulator import XEmulator
 from tests.adapters.x.x_emulator import x_emulator as x_emulator
-from tests.support import DaemonProcess, RedisServer, cli, free_port, write_config
+from tests.support import DaemonProcess, RedisServer, cli, free_port, per_message, write_config
 
 PORTUGUESE = "@suporte meu pedido ainda não chegou e já se passaram duas semanas, podem ajudar?"
 JAPANESE = "こんにちは、先週注文した靴がまだ届いていません。確認していただけますか？"
@@ -90,7 +90,8 @@ def start(config: Path, em: XEmulator) -> DaemonProcess:
 
 
 def entries(r: redis_sync.Redis, queue: str) -> list[dict[str, str]]:
-    return [f for b in range(4) for _, f in r.xrange(f"router:q:{{{queue}}}:p{b}")]
+    """One per routed message (follow-ups join their conversation's work item)."""
+    return per_message(r, [f for b in range(4) for _, f in r.xrange(f"router:q:{{{queue}}}:p{b}")])
 
 
 async def until(predicate: Callable[[], Any], timeout: float = 20, what: str = "") -> Any:
