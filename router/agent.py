@@ -3,7 +3,8 @@
 It speaks only the documented Redis protocol of docs/redis-schema.md, so a
 tool in any other language can do the same with its own Redis client:
 
-- ``claim``   the most urgent entry of a queue (a stale or released claim first)
+- ``claim``   the most urgent entry of a queue: by band, then due soonest (a stale
+              or released claim first)
 - ``renew``   keep a claim alive past the queue's visibility timeout
 - ``ack``     done with an entry: it leaves the queue
 - ``release`` give an entry back, to be claimed next by anyone

@@ -137,6 +137,13 @@ class Keys:
     def queue_bands(self, name: str) -> list[str]:
         return [self.queue(name, b) for b in BANDS]
 
+    @staticmethod
+    def queue_due(stream: str) -> str:
+        """Sorted set beside a band stream: its entries nobody has claimed yet,
+        score = due time (ms; ``inf`` without one), member = entry id. Claims
+        take the lowest score (due soonest; ties by entry id: arrival)."""
+        return f"{stream}:due"
+
     @property
     def queue_pattern(self) -> str:
         """SCAN pattern matching every band stream of every agent queue."""

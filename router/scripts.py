@@ -138,6 +138,7 @@ class Scripts:
     replay: AsyncScript
     lease: AsyncScript
     overflow_move: AsyncScript
+    file_waiting: AsyncScript
     partition_lease: AsyncScript
     partition_unlease: AsyncScript
 

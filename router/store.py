@@ -180,7 +180,18 @@ class Store:
             for band in BANDS:
                 await self.ensure_group(self.keys.queue(name, band), QUEUE_GROUP)
         await self.ensure_group(self.keys.outbox, OUTBOX_GROUP)
+        await self.file_waiting_entries()
         await self.publish(queue_settings)
+
+    async def file_waiting_entries(self) -> int:
+        """Put the unclaimed entries of every band stream (agents' own ones
+        too) that no due set holds into their band's due set, for claims in due
+        order: those queued under schema 1 or added with a plain XADD. Safe
+        to run on every start; returns how many it filed."""
+        filed = 0
+        async for key in self.redis.scan_iter(match=self.keys.queue_pattern, _type="stream"):
+            filed += int(await self.scripts.file_waiting(keys=[key]))
+        return filed
 
     async def publish(self, queue_settings: dict[str, dict]) -> None:
         """Publish what agent tools need: queues and their settings, script SHAs."""

@@ -12,18 +12,27 @@ from router.keys import QUEUE_GROUP
 from router.store import Store
 
 
-async def put(store: Store, queue: str, band: int, message_id: str) -> str:
-    return await store.redis.xadd(
-        store.keys.queue(queue, band),
+async def put(
+    store: Store, queue: str, band: int, message_id: str, due_in: float | None = None
+) -> str:
+    """Queue an entry as a plain XADD would, then file it for claims in due
+    order (as every daemon does at start with such entries)."""
+    now = time.time()
+    stream = store.keys.queue(queue, band)
+    entry_id = await store.redis.xadd(
+        stream,
         {
             "message_id": message_id,
             "conversation_id": f"v-{message_id}",
             "customer_id": "c1",
             "channel": "api",
             "priority": ["urgent", "high", "normal", "low"][band],
-            "queued_at": f"{time.time():.3f}",
+            "queued_at": f"{now:.3f}",
+            **({"due_at": f"{now + due_in:.3f}"} if due_in is not None else {}),
         },
     )
+    assert await store.scripts.file_waiting(keys=[stream]) == 1
+    return entry_id
 
 
 async def test_claims_most_urgent_first_then_in_order(store: Store) -> None:
@@ -123,9 +132,35 @@ async def test_raw_protocol_as_a_tool_in_another_language_would(store: Store) ->
     stream, entry_id, deliveries, *fields = got
     assert stream == bands[1] and dict(zip(fields[::2], fields[1::2]))["message_id"] == "h1"
     await r.evalsha(shas["ack"], 1, stream, "agents", "carol", entry_id)
-    # or plain stream commands, band by band
-    resp = await r.xreadgroup("agents", "carol", {bands[2]: ">"}, count=1)
-    ((entry_id, fields),) = resp[0][1]
+    # or plain commands, band by band: the band's due set names the entry due
+    # soonest; whoever removes it from the set claims it
+    assert await r.xreadgroup("agents", "carol", {bands[2]: ">"}, count=1) == []
+    (entry_id,) = await r.zrange(f"{bands[2]}:due", 0, 0)
+    assert await r.zrem(f"{bands[2]}:due", entry_id) == 1
+    ((_, fields),) = await r.xclaim(
+        bands[2], "agents", "carol", 0, [entry_id], retrycount=1, force=True
+    )
     assert fields["message_id"] == "n1"
+    assert (await r.xpending(bands[2], "agents"))["pending"] == 1
     assert await r.xack(bands[2], "agents", entry_id) == 1
     assert await r.xdel(bands[2], entry_id) == 1
+
+
+async def test_within_a_band_the_entry_due_soonest_is_claimed_first(store: Store) -> None:
+    """An e-mail due in 4 h that came first, a chat due in 5 min, an entry
+    with no due time and two due at once: soonest first, ties by arrival."""
+    email = await put(store, "general", 2, "email-4h", due_in=4 * 3600)
+    await put(store, "general", 2, "no-due")
+    await put(store, "general", 2, "chat-5m", due_in=300)
+    await put(store, "general", 3, "low-now", due_in=0)
+    client = AgentClient(store)
+    got = []
+    while (e := await client.claim("general", "alice")) is not None:
+        got.append(e.fields["message_id"])
+        assert e.deliveries == 1
+    assert got == ["chat-5m", "email-4h", "no-due", "low-now"]
+    # a released entry comes back first in its band
+    await client.release("general", email, "alice")
+    await put(store, "general", 2, "chat-1m", due_in=60)
+    again = await client.claim("general", "bob")
+    assert again is not None and again.entry_id == email and again.deliveries == 2

@@ -572,3 +572,57 @@ def test_a_taken_http_port_stops_what_had_started_and_exits_non_zero(tmp_path: P
     finally:
         taken.close()
         imap.stop()
+
+
+async def test_claims_within_a_band_take_the_entry_due_soonest(
+    tmp_path: Path, redis_server: RedisServer, http: aiohttp.ClientSession
+) -> None:
+    """An e-mail due in 4 h that came first and a chat due in 5 min, in one
+    band: the chat is claimed first, by `router queue pull` and by a raw
+    EVALSHA of the published claim script."""
+    port = free_port()
+    config = write_config(
+        tmp_path / "router.yaml",
+        redis_server.url,
+        port,
+        **{"routing.first_response": {"default": "4h", "channels": {"chat": "5m"}}, "rules": []},
+    )
+    daemon = DaemonProcess(config, port).start()
+    rc = redis_server.client()
+    band = "router:q:{general}:p2"
+
+    async def post(source_id: str, channel: str, sender: str, queued: int) -> None:
+        body = {"from": sender, "text": "Where is my order?", "id": source_id, "channel": channel}
+        async with http.post(f"{daemon.url}/v1/messages", json=body, headers=AUTH) as r:
+            assert r.status == 202
+        wait_for(lambda: rc.xlen(band) == queued, what=f"{source_id} routed")
+
+    try:
+        await post("mail-1", "email", "ana@example.com", 1)
+        await post("chat-1", "chat", "bo@example.com", 2)
+        (mail, _), (chat, _) = [(f["channel"], float(f["due_at"])) for _, f in rc.xrange(band)]
+        assert (mail, chat) == ("email", "chat")
+        out = await acli(config, "queue", "pull", "general", "--agent", "alice", "--json")
+        assert out.returncode == 0, out.stderr
+        pulled = json.loads(out.stdout)
+        assert pulled["channel"] == "chat" and pulled["message"]["source_id"] == "chat-1"
+        due = {f["channel"]: float(f["due_at"]) for _, f in rc.xrange(band)}
+        assert 200 < due["chat"] - float(pulled["queued_at"]) <= 300 < due["email"] - due["chat"]
+
+        # the same from a tool in any language: the published SHA, plain EVALSHA
+        await post("mail-2", "email", "cy@example.com", 3)
+        await post("chat-2", "chat", "di@example.com", 4)
+        sha = rc.hget("router:scripts", "claim")
+        bands = [f"router:q:{{general}}:p{b}" for b in range(4)]
+        got = rc.evalsha(sha, 4, *bands, "agents", "bob", 600000)
+        stream, _entry_id, deliveries, *flat = got
+        fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        assert (stream, deliveries, fields["channel"]) == (band, 1, "chat")
+        assert rc.hget(f"router:msg:{{{fields['message_id']}}}", "source_id") == "chat-2"
+        # then the e-mails, first come first served (same target)
+        order = []
+        while got := rc.evalsha(sha, 4, *bands, "agents", "bob", 600000):
+            order.append(rc.hget(f"router:msg:{{{got[4]}}}", "source_id"))
+        assert order == ["mail-1", "mail-2"]
+    finally:
+        assert daemon.stop() == 0

@@ -2,8 +2,9 @@
 -- EVALSHA it; its contract is in docs/redis-schema.md).
 -- KEYS: the band streams to look in, most urgent first
 -- ARGV: group, agent, visibility timeout (ms), [key prefix]
--- Per band: first an entry whose claim expired (or was released), then a new
--- one. With the key prefix, the agent becomes the owner of the entry's
+-- Per band: first an entry whose claim expired (or was released), then the
+-- unclaimed entry due soonest (the band's due set; ties by arrival), taken
+-- with XCLAIM ... FORCE. With the key prefix, the agent becomes the owner of the entry's
 -- conversation (follow-ups come back to them while they are online), and the
 -- reply carries the work item's live `message_count` and `last_message_id`
 -- (follow-ups join the entry: docs/redis-schema.md).
@@ -49,13 +50,21 @@ for _, key in ipairs(KEYS) do
       cursor = r[1]
       if cursor == '0-0' then break end
     end
-    local n = redis.call('XREADGROUP', 'GROUP', group, agent, 'COUNT', 1, 'STREAMS', key, '>')
-    if n then
-      local e = n[1][2][1]
-      local out = {key, e[1], 1}
-      for _, x in ipairs(e[2]) do table.insert(out, x) end
-      own(key, e[1], e[2], out)
-      return out
+    local due = K.queue_due(key)
+    for _ = 1, 100 do
+      local id = redis.call('ZRANGE', due, 0, 0)[1]
+      if not id then break end
+      redis.call('ZREM', due, id)
+      -- (an entry deleted meanwhile, or already held, is only dropped from the set)
+      if not redis.call('XPENDING', key, group, id, id, 1)[1] then
+        local e = redis.call('XCLAIM', key, group, agent, 0, id, 'RETRYCOUNT', 1, 'FORCE')[1]
+        if e and e[2] then
+          local out = {key, id, 1}
+          for _, x in ipairs(e[2]) do table.insert(out, x) end
+          own(key, id, e[2], out)
+          return out
+        end
+      end
     end
   end
 end

@@ -67,11 +67,6 @@ local function live_item(ck)
   return nil
 end
 
-local function field(pairs, key)
-  for i = 1, #pairs, 2 do if pairs[i] == key then return pairs[i + 1] end end
-  return nil
-end
-
 -- Join `item` (a message) to the live work item (stream, id) of conversation
 -- key ck: count it, raise the band if it says so and nobody holds the entry.
 -- -> the work item's stream and entry id (moved or not).
@@ -95,6 +90,8 @@ local function join_item(item, ck, stream, id)
   end
   local qid = redis.call('XADD', to, '*', unpack(e))
   redis.call('XDEL', stream, id)
+  redis.call('ZREM', K.queue_due(stream), id)
+  file_due(to, qid, e)
   local old, new = stream .. ' ' .. id, to .. ' ' .. qid
   local at = redis.call('ZSCORE', overflow, old)
   if at then
@@ -134,6 +131,7 @@ local function commit(item)
       pcall(redis.call, 'XGROUP', 'CREATE', stream, QUEUE_GROUP, '0', 'MKSTREAM')
     end
     qid = redis.call('XADD', stream, '*', unpack(item.queue_entry))
+    file_due(stream, qid, item.queue_entry)
     redis.call('HSET', mkey, 'queue_entry', stream .. ' ' .. qid, unpack(item.message))
     redis.call('HSET', ck, 'item', stream .. ' ' .. qid, 'item_queue', item.queue,
                'item_message_count', 1, 'item_last_message_id', item.message_id)

@@ -1,4 +1,5 @@
--- Overflow: move a queue entry nobody claimed in time to its next target.
+-- Overflow: move a queue entry nobody claimed in time to its next target
+-- (from its band's due set to the new band's too).
 -- KEYS: old band stream, new band stream, overflow zset, message hash,
 --       conversation hash (its `item` follows the entry)
 -- ARGV: group, entry id, overflow member, new entry fields JSON [k, v...],
@@ -14,8 +15,11 @@ if p[1] then
   redis.call('ZREM', KEYS[3], ARGV[3])
   return {0, 'claimed'}
 end
-local qid = redis.call('XADD', KEYS[2], '*', unpack(cjson.decode(ARGV[4])))
+local fields = cjson.decode(ARGV[4])
+local qid = redis.call('XADD', KEYS[2], '*', unpack(fields))
 redis.call('XDEL', KEYS[1], ARGV[2])
+redis.call('ZREM', K.queue_due(KEYS[1]), ARGV[2])
+file_due(KEYS[2], qid, fields)
 redis.call('ZREM', KEYS[3], ARGV[3])
 if ARGV[5] ~= '' then redis.call('ZADD', KEYS[3], ARGV[5], KEYS[2] .. ' ' .. qid) end
 if redis.call('EXISTS', KEYS[4]) == 1 then

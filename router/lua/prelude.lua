@@ -73,6 +73,23 @@ local function owner_error(key, group, id, agent)
   return nil
 end
 
+-- The value of `key` in a flat field list {k1, v1, k2, v2...}, or nil.
+local function field(pairs, key)
+  for i = 1, #pairs, 2 do if pairs[i] == key then return pairs[i + 1] end end
+  return nil
+end
+
+-- File a new, unclaimed entry of a band stream for claims in due order: its
+-- due time (ms) in the band's due set (docs/redis-schema.md), and the group
+-- told it was delivered (plain XREADGROUP '>' hands out nothing: a claim
+-- takes an entry by due time with XCLAIM ... FORCE).
+local function file_due(stream, id, fields)
+  local due = field(fields, 'due_at')
+  local score = due and string.format('%.0f', tonumber(due) * 1000) or '+inf'
+  redis.call('ZADD', K.queue_due(stream), score, id)
+  pcall(redis.call, 'XGROUP', 'SETID', stream, QUEUE_GROUP, '$')
+end
+
 -- The flat field list `count, k1, v1, k2, v2...` that starts at ARGV[at].
 local function argv_fields(at)
   local f = {}
