@@ -14,6 +14,7 @@ tool in any other language can do the same with its own Redis client:
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,36 @@ from router.store import Store
 DEFAULT_VISIBILITY = 600.0
 CONVERSATION_STATES = ("open", "waiting", "resolved")
 DEFAULT_RETENTION = 90 * 86400
+DEFAULT_EVENTS_RETENTION = 400 * 86400
+
+
+def add_event(
+    pipe: Any,
+    keys: Keys,
+    kind: str,
+    at: str,
+    conv: Mapping[str, str],
+    retention: float,
+    **extra: str | None,
+) -> None:
+    """Queue the XADD of one lifecycle event to ``{p}events`` (trimmed to
+    ``retention`` seconds), with the conversation's fields and ``extra``."""
+    fields = {
+        "type": kind,
+        "at": at,
+        "conversation_id": conv.get("id"),
+        "customer_id": conv.get("customer_id"),
+        "queue": conv.get("queue"),
+        "channel": conv.get("channel"),
+        "language": conv.get("language"),
+        **extra,
+    }
+    pipe.xadd(
+        keys.events,
+        {k: v for k, v in fields.items() if v},
+        minid=int((time.time() - retention) * 1000),
+        approximate=True,
+    )
 
 
 def address(msg: OutboundMessage, conv: dict[str, str]) -> OutboundMessage:
@@ -42,9 +73,19 @@ def address(msg: OutboundMessage, conv: dict[str, str]) -> OutboundMessage:
     return msg
 
 
-def record_outbound(pipe: Any, keys: Keys, msg: OutboundMessage, retention: int) -> None:
+def record_outbound(
+    pipe: Any,
+    keys: Keys,
+    msg: OutboundMessage,
+    retention: int,
+    conv: Mapping[str, str] | None = None,
+    events_retention: float = DEFAULT_EVENTS_RETENTION,
+) -> None:
     """Queue the writes that record an outbound message: its delivery hash
-    (status ``queued``) and its entry in the conversation's timeline."""
+    (status ``queued``) and its entry in the conversation's timeline; for an
+    agent's reply also the conversation's response times and a ``replied``
+    event. Called once per outbound message (the caller checks that its
+    delivery hash does not exist yet), so a redelivery counts nothing twice."""
     now = f"{time.time():.3f}"
     delivery = keys.delivery(msg.id)
     pipe.hset(
@@ -75,9 +116,21 @@ def record_outbound(pipe: Any, keys: Keys, msg: OutboundMessage, retention: int)
         approximate=True,
     )
     if msg.kind == "reply":  # a person answered: the repeat-contact count starts again
+        ck = keys.conversation(msg.conversation_id)
         pipe.hset(
-            keys.conversation(msg.conversation_id),
-            mapping={"last_reply_at": now, "inbound_since_reply": 0},
+            ck, mapping={"last_reply_at": now, "inbound_since_reply": 0, "last_response_at": now}
+        )
+        pipe.hsetnx(ck, "first_response_at", now)
+        add_event(
+            pipe,
+            keys,
+            "replied",
+            now,
+            {"id": msg.conversation_id, **(conv or {})},
+            events_retention,
+            agent=msg.agent,
+            channel=msg.channel,
+            outbox_id=msg.id,
         )
 
 
@@ -175,7 +228,7 @@ class AgentClient:
 
     async def _owned_call(self, script: Any, stream: str, agent: str, entry_id: str) -> None:
         try:
-            await script(keys=[stream], args=[QUEUE_GROUP, agent, entry_id])
+            await script(keys=[stream], args=[QUEUE_GROUP, agent, entry_id, self.keys.prefix])
         except ResponseError as exc:
             raise AgentError(f"entry {entry_id} of {stream}: {exc}") from None
 
@@ -210,12 +263,28 @@ class AgentClient:
         if status not in CONVERSATION_STATES:
             raise AgentError(f"status must be one of {', '.join(CONVERSATION_STATES)}")
         key = self.keys.conversation(conversation_id)
-        if not await self.store.redis.exists(key):
+        conv = await self.store.redis.hgetall(key)
+        if not conv:
             raise AgentError(f"conversation {conversation_id} does not exist (or has expired)")
-        await self.store.redis.hset(
-            key,
-            mapping={"status": status, "status_at": f"{time.time():.3f}", "status_by": agent or ""},
+        now = f"{time.time():.3f}"
+        was = conv.get("status")
+        event = (
+            "resolved"
+            if status == "resolved" and was != "resolved"
+            else "reopened"
+            if status == "open" and was == "resolved"
+            else None
         )
+        pipe = self.store.redis.pipeline(transaction=True)
+        pipe.hset(key, mapping={"status": status, "status_at": now, "status_by": agent or ""})
+        if event == "resolved":
+            pipe.hset(key, "resolved_at", now)
+        elif event == "reopened":
+            pipe.hset(key, "reopened_at", now)
+            pipe.hincrby(key, "reopen_count", 1)
+        if event:
+            add_event(pipe, self.keys, event, now, conv, await self.events_retention(), agent=agent)
+        await pipe.execute()
 
     async def status(self) -> list[QueueStatus]:
         """Depth (waiting + claimed), claimed count and oldest age of every queue."""
@@ -277,7 +346,7 @@ class AgentClient:
             raise AgentError(f"conversation {conversation_id} has no channel to reply on")
         retention = await self.retention()
         pipe = self.store.redis.pipeline(transaction=True)
-        record_outbound(pipe, self.keys, out, retention)
+        record_outbound(pipe, self.keys, out, retention, conv, await self.events_retention())
         pipe.xadd(self.keys.outbox, {"o": out.to_json()})
         await pipe.execute()
         return out.id
@@ -285,6 +354,10 @@ class AgentClient:
     async def retention(self) -> int:
         raw = await self.store.redis.hget(self.keys.meta, "message_retention")
         return int(float(raw)) if raw else DEFAULT_RETENTION
+
+    async def events_retention(self) -> float:
+        raw = await self.store.redis.hget(self.keys.meta, "events_retention")
+        return float(raw) if raw else DEFAULT_EVENTS_RETENTION
 
     async def delivery(self, outbox_id: str) -> dict[str, str]:
         return await self.store.redis.hgetall(self.keys.delivery(outbox_id))

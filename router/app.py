@@ -468,7 +468,10 @@ class Daemon:
                 log.warning("redis_unreachable", error=str(exc), action="retrying")
                 await asyncio.sleep(1)
         await store.prepare(
-            self.cfg.queues, queue_settings(self.cfg), self.cfg.routing.message_retention
+            self.cfg.queues,
+            queue_settings(self.cfg),
+            self.cfg.routing.message_retention,
+            self.cfg.events.retention,
         )
         return version
 
@@ -537,7 +540,10 @@ class Daemon:
                 routing = await asyncio.to_thread(Routing.build, new, self.sendable(new))
                 assert self.store is not None
                 await self.store.prepare(
-                    new.queues, queue_settings(new), new.routing.message_retention
+                    new.queues,
+                    queue_settings(new),
+                    new.routing.message_retention,
+                    new.events.retention,
                 )
             except ConfigError as exc:
                 self.metrics.config_reloads.labels("error").inc()

@@ -161,6 +161,12 @@ class Keys:
         unclaimed at the score (ms); members are ``"<stream> <entry id>"``."""
         return f"{self.prefix}overflow"
 
+    @property
+    def events(self) -> str:
+        """Stream: every lifecycle transition (``type``, ``at``, ``conversation_id``,
+        ``queue``, ``agent``...), trimmed by age (``events.retention``)."""
+        return f"{self.prefix}events"
+
     # --- outbox and dead letters ------------------------------------------
     @property
     def outbox(self) -> str:

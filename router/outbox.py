@@ -161,7 +161,9 @@ class OutboxWorker:
         address(msg, conv)
         if status is None:
             pipe = redis.pipeline(transaction=True)
-            record_outbound(pipe, keys, msg, int(cfg.routing.message_retention))
+            record_outbound(
+                pipe, keys, msg, int(cfg.routing.message_retention), conv, cfg.events.retention
+            )
             await pipe.execute()
         if msg.channel in PHONE_CHANNELS:
             consent = await redis.hget(keys.customer(conv.get("customer_id", "")), "consent_phone")

@@ -159,6 +159,7 @@ class OverflowWorker:
                     orjson.dumps(pairs(moved)),
                     str(int((now + wait) * 1000)) if wait else "",
                     dest,
+                    keys.prefix,
                 ],
             )
             if int(result[0]) == 1:

@@ -142,6 +142,7 @@ class Store:
         queues: Iterable[str],
         queue_settings: dict[str, dict],
         message_retention: float = 90 * 86400,
+        events_retention: float = 400 * 86400,
     ) -> None:
         """Create groups, check and publish the schema; safe to run on every start."""
         meta = await self.redis.hgetall(self.keys.meta)
@@ -168,7 +169,13 @@ class Store:
                     "created_at": int(time.time()),
                 },
             )
-        await self.redis.hset(self.keys.meta, "message_retention", int(message_retention))
+        await self.redis.hset(
+            self.keys.meta,
+            mapping={
+                "message_retention": int(message_retention),
+                "events_retention": int(events_retention),
+            },
+        )
         # One random key per install (every daemon on this Redis reads the same
         # one): log lines name a customer by a keyed hash, which nobody without
         # the key can turn back into a phone number by trying them all.

@@ -626,3 +626,72 @@ async def test_claims_within_a_band_take_the_entry_due_soonest(
         assert order == ["mail-1", "mail-2"]
     finally:
         assert daemon.stop() == 0
+
+
+async def test_every_transition_is_an_event_on_the_public_stream(
+    tmp_path: Path, redis_server: RedisServer, http: aiohttp.ClientSession
+) -> None:
+    """queued -> claimed -> acked -> replied -> resolved -> reopened (by the
+    customer's next message) -> queued, on a real daemon: each once, in
+    order, with the conversation's lifecycle times."""
+    port = free_port()
+    config = write_config(tmp_path / "router.yaml", redis_server.url, port, rules=[])
+    daemon = DaemonProcess(config, port).start()
+    rc = redis_server.client()
+
+    async def post(source_id: str) -> None:
+        body = {"from": "ana@example.com", "text": "My order is late", "id": source_id}
+        async with http.post(f"{daemon.url}/v1/messages", json=body, headers=AUTH) as r:
+            assert r.status == 202
+
+    def events() -> list[dict[str, str]]:
+        return [f for _, f in rc.xrange("router:events")]
+
+    try:
+        await post("q-1")
+        wait_for(lambda: events(), what="queued")
+        out = await acli(config, "queue", "pull", "general", "--agent", "alice", "--json")
+        assert out.returncode == 0, out.stderr
+        pulled = json.loads(out.stdout)
+        conv_id = pulled["conversation_id"]
+        out = await acli(config, "queue", "ack", "general", pulled["entry_id"], "--agent", "alice")
+        assert out.returncode == 0, out.stderr
+        item = rc.hmget(f"router:conv:{{{conv_id}}}", "item_claimed_at", "item_acked_at")
+        assert float(item[0]) <= float(item[1])  # the work item's claim and ack times
+        out = await acli(config, "reply", conv_id, "--text", "It ships today.", "--agent", "alice")
+        assert out.returncode == 0, out.stderr
+        out = await acli(config, "conversation", "resolve", conv_id, "--agent", "alice")
+        assert out.returncode == 0, out.stderr
+        await post("q-2")  # the customer writes again: reopened, and a new work item
+        wait_for(lambda: len(events()) == 7, what="reopened and queued again")
+        time.sleep(0.3)  # (nothing more comes)
+        got = events()
+        assert [e["type"] for e in got] == [
+            "queued",
+            "claimed",
+            "acked",
+            "replied",
+            "resolved",
+            "reopened",
+            "queued",
+        ]
+        customer = pulled["customer_id"]
+        for e in got:
+            assert (e["conversation_id"], e["customer_id"]) == (conv_id, customer), e
+            assert e["channel"] == "api" and e["language"] == "en", e
+            assert e["queue"] == "general", e
+        assert [e.get("agent") for e in got[1:5]] == ["alice"] * 4
+        assert got[0]["priority"] == "normal" and "due_at" in got[0]
+        assert got[1]["entry_id"] == pulled["entry_id"] and got[1]["deliveries"] == "1"
+        times = [float(e["at"]) for e in got]
+        assert times == sorted(times)
+        conv = rc.hgetall(f"router:conv:{{{conv_id}}}")
+        assert float(conv["first_claimed_at"]) == float(got[1]["at"])
+        assert float(conv["first_response_at"]) == float(conv["last_response_at"])
+        assert float(conv["first_response_at"]) == float(got[3]["at"])
+        assert float(conv["resolved_at"]) == float(got[4]["at"])
+        assert float(conv["reopened_at"]) == float(got[5]["at"])
+        assert float(conv["queued_at"]) == float(got[6]["at"])
+        assert "item_claimed_at" not in conv and "item_acked_at" not in conv  # a new item
+    finally:
+        assert daemon.stop() == 0

@@ -99,6 +99,17 @@ async def test_unclaimed_entry_walks_the_chain(chain: tuple[Store, Routing]) -> 
     ((key, fields),) = await where(store, mid)
     assert key == store.keys.queue("third", 1) and fields["target"] == "2"
     assert await store.redis.zcard(store.keys.overflow) == 0  # end of the chain
+    # each move is an event; the conversation's work item followed the entry
+    events = [f for _, f in await store.redis.xrange(store.keys.events)]
+    assert [(e["type"], e.get("from_queue"), e["queue"]) for e in events] == [
+        ("queued", None, "first"),
+        ("overflowed", "first", "second"),
+        ("overflowed", "second", "third"),
+    ]
+    conv = await store.redis.hgetall(store.keys.conversation(fields["conversation_id"]))
+    assert conv["item"].startswith(key) and conv["item_queue"] == "third"
+    # and it waits in its new band's due set, to be claimed by due time
+    assert await store.redis.zrange(store.keys.queue_due(key), 0, -1) == [conv["item"].split()[1]]
 
 
 async def test_claimed_and_finished_entries_stay(chain: tuple[Store, Routing]) -> None:

@@ -101,6 +101,9 @@ async def test_redelivered_entries_are_not_queued_twice(store: Store, cfg: Confi
     await w.route(entries)
     await w.route(entries)  # as if the acks were lost and the entries came again
     assert len(await queue_entries(store, "general")) == 5
+    # and no event twice
+    events = [f["type"] for _, f in await store.redis.xrange(store.keys.events)]
+    assert events == ["queued"] * 5
 
 
 async def test_entries_of_a_dead_worker_are_taken_over_once(store: Store, cfg: Config) -> None:

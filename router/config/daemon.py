@@ -113,6 +113,14 @@ class OutboxSettings(Strict):
     concurrency: int = Field(default=32, ge=1, le=1000)
 
 
+class EventsSettings(Strict):
+    """The public event stream ``{p}events`` (docs/redis-schema.md)."""
+
+    # Events older than this are trimmed (XADD MINID ~): KPIs over a year
+    # and a month of seasonality.
+    retention: Duration = 400 * 86400.0
+
+
 class LoggingSettings(Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -152,6 +160,7 @@ class Config(Strict):
     workers: WorkerSettings = WorkerSettings()
     outbox: OutboxSettings = OutboxSettings()
     logging: LoggingSettings = LoggingSettings()
+    events: EventsSettings = EventsSettings()
     routing: RoutingSettings
     calendars: dict[str, CalendarSettings] = {}
     teams: dict[str, TeamSettings] = {}

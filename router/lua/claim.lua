@@ -7,26 +7,30 @@
 -- with XCLAIM ... FORCE. With the key prefix, the agent becomes the owner of the entry's
 -- conversation (follow-ups come back to them while they are online), and the
 -- reply carries the work item's live `message_count` and `last_message_id`
--- (follow-ups join the entry: docs/redis-schema.md).
+-- (follow-ups join the entry: docs/redis-schema.md); the conversation records
+-- `first_claimed_at` and `item_claimed_at`, and a `claimed` event is appended
+-- to {p}events.
 -- -> {stream key, entry id, delivery count, field, value, ...} or nil
 local group, agent, vis = ARGV[1], ARGV[2], ARGV[3]
 P = ARGV[4]
 local function own(key, id, fields, out)
   if not P then return end
-  for i = 1, #fields, 2 do
-    if fields[i] == 'conversation_id' then
-      local ck = K.conversation(fields[i + 1])
-      if redis.call('EXISTS', ck) == 1 then
-        local t = redis.call('TIME')
-        redis.call('HSET', ck, 'owner', agent, 'owned_at', t[1] .. '.' .. string.sub(t[2], 1, 3))
-        local it = redis.call('HMGET', ck, 'item', 'item_message_count', 'item_last_message_id')
-        if it[1] == key .. ' ' .. id and it[2] then
-          table.insert(out, 'message_count') table.insert(out, it[2])
-          table.insert(out, 'last_message_id') table.insert(out, it[3])
-        end
+  local now = server_now()
+  local ck = K.conversation(field(fields, 'conversation_id') or '')
+  if redis.call('EXISTS', ck) == 1 then
+    redis.call('HSET', ck, 'owner', agent, 'owned_at', now)
+    redis.call('HSETNX', ck, 'first_claimed_at', now)
+    local it = redis.call('HMGET', ck, 'item', 'item_message_count', 'item_last_message_id')
+    if it[1] == key .. ' ' .. id then
+      redis.call('HSETNX', ck, 'item_claimed_at', now)
+      if it[2] then
+        table.insert(out, 'message_count') table.insert(out, it[2])
+        table.insert(out, 'last_message_id') table.insert(out, it[3])
       end
     end
   end
+  entry_event('claimed', now, fields, {'queue', queue_of(key), 'agent', agent,
+    'entry_id', id, 'deliveries', tostring(out[3])})
 end
 for _, key in ipairs(KEYS) do
   if redis.call('EXISTS', key) == 1 then

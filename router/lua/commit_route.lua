@@ -16,6 +16,10 @@
 -- keeps it, its due time stays. A more urgent band (rules, repeat contact)
 -- moves a waiting (unclaimed) entry to that band of its queue; a claimed one
 -- stays with its owner. Priority is never lowered.
+-- Events (prelude's emit): `reopened` when a customer message reopens a
+-- resolved conversation, `queued` when a new work item is queued; the
+-- conversation records `queued_at` (and the new item's claim and ack times
+-- start empty). A redelivered message returns before any of it: no event twice.
 -- -> per item {1 routed | 2 joined the live work item | 0 already routed |
 --              -1 error, queue entry or error, conversation id}
 P = ARGV[1]
@@ -117,6 +121,13 @@ local function commit(item)
   local stream = K.queue(item.queue, item.band)
   local qid = ''
   local joined = false
+  local reopening = not quiet and not item.new_conversation
+    and redis.call('HGET', ck, 'status') == 'resolved'
+  if reopening then
+    emit('reopened', now_s, {'conversation_id', cid, 'customer_id', item.customer_id,
+      'channel', item.channel, 'language', field(item.queue_entry, 'language') or '',
+      'queue', redis.call('HGET', ck, 'queue') or '', 'message_id', item.message_id})
+  end
   if not quiet and not item.new_conversation then
     local s, id = live_item(ck)
     if s then stream, qid = join_item(item, ck, s, id) joined = true end
@@ -134,7 +145,12 @@ local function commit(item)
     file_due(stream, qid, item.queue_entry)
     redis.call('HSET', mkey, 'queue_entry', stream .. ' ' .. qid, unpack(item.message))
     redis.call('HSET', ck, 'item', stream .. ' ' .. qid, 'item_queue', item.queue,
-               'item_message_count', 1, 'item_last_message_id', item.message_id)
+               'item_message_count', 1, 'item_last_message_id', item.message_id,
+               'queued_at', now_s)
+    redis.call('HDEL', ck, 'item_claimed_at', 'item_acked_at')
+    entry_event('queued', now_s, item.queue_entry, {'queue', item.queue,
+      'agent', field(item.queue_entry, 'agent') or '',
+      'due_at', field(item.queue_entry, 'due_at') or ''})
   end
   redis.call('EXPIRE', mkey, retention)
   redis.call('HSET', custk, unpack(item.customer))
@@ -147,7 +163,7 @@ local function commit(item)
   if item.new_conversation then
     redis.call('HINCRBY', custk, 'conversation_count', 1)
     redis.call('ZADD', K.customer_conversations(item.customer_id), now_s, cid)
-  elseif not quiet and redis.call('HGET', ck, 'status') == 'resolved' then
+  elseif reopening then
     redis.call('HSET', ck, 'reopened_at', now_s)
     redis.call('HINCRBY', ck, 'reopen_count', 1)
   end

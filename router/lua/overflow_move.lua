@@ -3,7 +3,8 @@
 -- KEYS: old band stream, new band stream, overflow zset, message hash,
 --       conversation hash (its `item` follows the entry)
 -- ARGV: group, entry id, overflow member, new entry fields JSON [k, v...],
---       next overflow score (ms) or "", new queue name
+--       next overflow score (ms) or "", new queue name, key prefix
+-- An `overflowed` event (queue = the new one, from_queue) goes to {p}events.
 -- -> {1, new entry id} | {0, "gone" | "claimed"}
 local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
 if #e == 0 then
@@ -27,5 +28,10 @@ if redis.call('EXISTS', KEYS[4]) == 1 then
 end
 if KEYS[5] and redis.call('HGET', KEYS[5], 'item') == KEYS[1] .. ' ' .. ARGV[2] then
   redis.call('HSET', KEYS[5], 'item', KEYS[2] .. ' ' .. qid, 'item_queue', ARGV[6])
+end
+P = ARGV[7]
+if P then
+  entry_event('overflowed', server_now(), fields, {'queue', ARGV[6],
+    'from_queue', queue_of(KEYS[1]), 'entry_id', qid})
 end
 return {1, qid}

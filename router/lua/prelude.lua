@@ -79,6 +79,44 @@ local function field(pairs, key)
   return nil
 end
 
+-- The queue name of a band stream key ("{p}q:{support}:p2" -> "support").
+local function queue_of(stream)
+  return string.match(stream, '{([^}]*)}:p%d+$') or ''
+end
+
+-- Now, from the server's clock, as Unix seconds with milliseconds.
+local function server_now()
+  local t = redis.call('TIME')
+  return t[1] .. '.' .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+end
+
+-- Append a lifecycle event to the public stream (docs/redis-schema.md),
+-- trimmed by age (`events_retention` in meta, s). Needs P set. `fields`:
+-- flat {k, v...}; empty values are left out.
+local EVENT_FIELDS = {'conversation_id', 'customer_id', 'channel', 'language', 'team',
+                      'priority', 'message_id'}
+local function emit(kind, at, fields)
+  local keep = tonumber(redis.call('HGET', K.meta(), 'events_retention') or '') or 34560000
+  local t = redis.call('TIME')
+  local cutoff = string.format('%.0f', (tonumber(t[1]) - keep) * 1000)
+  local args = {'XADD', K.events(), 'MINID', '~', cutoff, '*', 'type', kind, 'at', at}
+  for i = 1, #fields, 2 do
+    local v = fields[i + 1]
+    if v and v ~= '' then table.insert(args, fields[i]) table.insert(args, v) end
+  end
+  redis.call(unpack(args))
+end
+
+-- An event about a queue entry (flat fields `e`), plus `extra` {k, v...}.
+local function entry_event(kind, at, e, extra)
+  local f = {}
+  for _, k in ipairs(EVENT_FIELDS) do
+    table.insert(f, k) table.insert(f, field(e, k) or '')
+  end
+  for i = 1, #extra do table.insert(f, extra[i]) end
+  emit(kind, at, f)
+end
+
 -- File a new, unclaimed entry of a band stream for claims in due order: its
 -- due time (ms) in the band's due set (docs/redis-schema.md), and the group
 -- told it was delivered (plain XREADGROUP '>' hands out nothing: a claim
