@@ -13,11 +13,17 @@ from router.store import Store
 
 
 async def put(
-    store: Store, queue: str, band: int, message_id: str, due_in: float | None = None
+    store: Store,
+    queue: str,
+    band: int,
+    message_id: str,
+    due_in: float | None = None,
+    now: float | None = None,
+    entry_id: str = "*",
 ) -> str:
     """Queue an entry as a plain XADD would, then file it for claims in due
     order (as every daemon does at start with such entries)."""
-    now = time.time()
+    now = time.time() if now is None else now
     stream = store.keys.queue(queue, band)
     entry_id = await store.redis.xadd(
         stream,
@@ -30,6 +36,7 @@ async def put(
             "queued_at": f"{now:.3f}",
             **({"due_at": f"{now + due_in:.3f}"} if due_in is not None else {}),
         },
+        id=entry_id,
     )
     assert await store.scripts.file_waiting(keys=[stream]) == 1
     return entry_id
@@ -159,6 +166,15 @@ async def test_within_a_band_the_entry_due_soonest_is_claimed_first(store: Store
         got.append(e.fields["message_id"])
         assert e.deliveries == 1
     assert got == ["chat-5m", "email-4h", "no-due", "low-now"]
+    # equal due times: by arrival, also past the 10th entry of one millisecond
+    now = time.time()
+    pipe_ids = [f"same-{i}" for i in range(12)]
+    for i, mid in enumerate(pipe_ids):  # (as one commit script writes them: one ms)
+        await put(store, "general", 1, mid, due_in=60, now=now, entry_id=f"{int(now * 1000)}-{i}")
+    same = []
+    while (e := await client.claim("general", "alice")) is not None:
+        same.append(e.fields["message_id"])
+    assert same == pipe_ids
     # a released entry comes back first in its band
     await client.release("general", email, "alice")
     await put(store, "general", 2, "chat-1m", due_in=60)

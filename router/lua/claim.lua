@@ -32,6 +32,22 @@ local function own(key, id, fields, out)
   entry_event('claimed', now, fields, {'queue', queue_of(key), 'agent', agent,
     'entry_id', id, 'deliveries', tostring(out[3])})
 end
+-- The member of a due set due soonest; among equal due times the earliest
+-- entry id (compared as numbers: "…-10" came after "…-9").
+local function soonest(due)
+  local first = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')
+  if not first[1] then return nil end
+  local best, bms, bseq
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', due, first[2], first[2], 'LIMIT', 0, 100)) do
+    local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+    ms, seq = tonumber(ms), tonumber(seq)
+    if ms and (not best or ms < bms or (ms == bms and seq < bseq)) then
+      best, bms, bseq = id, ms, seq
+    end
+  end
+  return best or first[1]
+end
+
 for _, key in ipairs(KEYS) do
   if redis.call('EXISTS', key) == 1 then
     local cursor = '0-0'
@@ -56,7 +72,7 @@ for _, key in ipairs(KEYS) do
     end
     local due = K.queue_due(key)
     for _ = 1, 100 do
-      local id = redis.call('ZRANGE', due, 0, 0)[1]
+      local id = soonest(due)
       if not id then break end
       redis.call('ZREM', due, id)
       -- (an entry deleted meanwhile, or already held, is only dropped from the set)
