@@ -9,6 +9,7 @@ tool in any other language can do the same with its own Redis client:
 - ``ack``     done with an entry: it leaves the queue
 - ``release`` give an entry back, to be claimed next by anyone
 - ``reply``   post a reply to a conversation's outbox
+- ``transfer`` move a conversation's live work item to another queue or agent
 """
 
 from __future__ import annotations
@@ -180,6 +181,20 @@ class QueueStatus:
         }
 
 
+@dataclass
+class Transfer:
+    """Where a transferred work item went."""
+
+    conversation_id: str
+    from_queue: str
+    queue: str
+    stream: str
+    entry_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
 class AgentClient:
     """Claim, acknowledge and answer queue entries through Redis."""
 
@@ -250,6 +265,28 @@ class AgentClient:
     async def renew(self, queue: str, entry_id: str, agent: str) -> None:
         stream = await self.find_stream(queue, entry_id, agent)
         await self._owned_call(self.store.scripts.renew, stream, agent, entry_id)
+
+    async def transfer(
+        self,
+        conversation_id: str,
+        queue: str,
+        agent: str | None = None,
+        note: str | None = None,
+        by: str | None = None,
+    ) -> Transfer:
+        """Move the conversation's live work item to ``queue`` (or to ``agent``'s
+        own queue, falling back to ``queue``), keeping its band and due time and
+        releasing any claim on it (the ``transfer`` script, docs/redis-schema.md)."""
+        try:
+            stream, entry_id, from_queue = await self.store.scripts.transfer(
+                keys=[self.keys.conversation(conversation_id)],
+                args=[queue, agent or "", note or "", by or "", self.keys.prefix],
+            )
+        except ResponseError as exc:
+            raise AgentError(f"conversation {conversation_id}: {exc}") from None
+        return Transfer(
+            conversation_id, from_queue, self.keys.parse_queue(stream)[0], stream, entry_id
+        )
 
     async def heartbeat(self, agent: str, ttl: float = 60) -> None:
         """Mark ``agent`` online for ``ttl`` seconds (refresh it more often than that)."""

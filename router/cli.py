@@ -427,6 +427,28 @@ async def _conversation_status(admin: Any, args: argparse.Namespace) -> Any:
     return {"conversation": args.conversation, "status": args.status}
 
 
+def cmd_conversation_transfer(args: argparse.Namespace) -> int:
+    from router.agent import AgentClient, AgentError
+
+    async def run(store: Any) -> int:
+        try:
+            moved = await AgentClient(store).transfer(
+                args.conversation, args.queue, agent=args.agent, note=args.note, by=args.by
+            )
+        except AgentError as exc:
+            raise CliError(str(exc)) from None
+        if args.json:
+            _print_json(moved.to_dict())
+        else:
+            print(
+                f"transferred {moved.conversation_id} from {moved.from_queue} to {moved.queue} "
+                f"(entry {moved.entry_id})"
+            )
+        return 0
+
+    return asyncio.run(_with_store(_config(args), run))
+
+
 def cmd_agent_presence(args: argparse.Namespace) -> int:
     from router.agent import AgentClient
 
@@ -595,6 +617,22 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("conversation")
         s.add_argument("--agent")
         s.set_defaults(func=_admin_command(_conversation_status), status=text)
+
+    s = v.add_parser(
+        "transfer",
+        parents=[common],
+        help="move a conversation's waiting work item to another queue (or an agent), "
+        "keeping its due time",
+    )
+    s.add_argument("conversation")
+    s.add_argument("--queue", required=True, help="the queue it goes to")
+    s.add_argument(
+        "--agent", help="straight to this agent's own queue (with --queue as its fallback_queue)"
+    )
+    s.add_argument("--note", help="why (kept on the conversation's timeline)")
+    s.add_argument("--by", help="who transfers it")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_conversation_transfer)
 
     g = sub.add_parser("agent", help="agent presence").add_subparsers(
         dest="agent_command", required=True, metavar="ACTION"

@@ -5,7 +5,7 @@ in ``router/lua/NAME.lua``, with a contract comment at its top, and runs with
 ``router/lua/prelude.lua`` before it: the helpers several scripts share, and
 the key and group names, generated from :class:`~router.keys.Keys` (a script
 never spells a key). The scripts agent tools may call (claim, ack, release,
-renew) have their SHA1 published in the scripts hash (``Keys.scripts``); their
+renew, transfer) have their SHA1 published in the scripts hash (``Keys.scripts``); their
 contracts are in docs/redis-schema.md.
 
 Conventions: flat field lists are passed as ``count, k1, v1, k2, v2...`` in
@@ -116,7 +116,7 @@ def source(name: str) -> str:
 
 
 #: Scripts agent tools may call by SHA (published in the scripts hash).
-PUBLIC = {name: source(name) for name in ("claim", "ack", "release", "renew")}
+PUBLIC = {name: source(name) for name in ("claim", "ack", "release", "renew", "transfer")}
 
 
 @dataclass
@@ -132,6 +132,7 @@ class Scripts:
     ack: AsyncScript
     release: AsyncScript
     renew: AsyncScript
+    transfer: AsyncScript
     retry_later: AsyncScript
     promote_due: AsyncScript
     mark_sent: AsyncScript

@@ -132,7 +132,7 @@ async def test_raw_protocol_as_a_tool_in_another_language_would(store: Store) ->
     r = store.redis
     prefix = store.keys.prefix
     shas = await r.hgetall(f"{prefix}scripts")
-    assert set(shas) == {"claim", "ack", "release", "renew"}
+    assert set(shas) == {"claim", "ack", "release", "renew", "transfer"}
     bands = [f"{prefix}q:{{general}}:p{b}" for b in range(4)]
     # claim with the published script
     got = await r.evalsha(shas["claim"], 4, *bands, "agents", "carol", 600000)
