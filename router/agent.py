@@ -15,7 +15,7 @@ tool in any other language can do the same with its own Redis client:
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,6 +171,7 @@ class QueueStatus:
     depth: int
     claimed: int
     oldest_age_seconds: float | None
+    agents_online: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -178,6 +179,7 @@ class QueueStatus:
             "depth": self.depth,
             "claimed": self.claimed,
             "oldest_age_seconds": self.oldest_age_seconds,
+            "agents_online": self.agents_online,
         }
 
 
@@ -288,12 +290,57 @@ class AgentClient:
             conversation_id, from_queue, self.keys.parse_queue(stream)[0], stream, entry_id
         )
 
-    async def heartbeat(self, agent: str, ttl: float = 60) -> None:
-        """Mark ``agent`` online for ``ttl`` seconds (refresh it more often than that)."""
-        await self.store.redis.set(self.keys.presence(agent), "1", ex=max(1, int(ttl)))
+    async def heartbeat(
+        self, agent: str, ttl: float = 60, queues: Sequence[str] | None = None
+    ) -> list[str]:
+        """Mark ``agent`` online for ``ttl`` seconds (refresh it more often than
+        that), for ``queues``: in each queue's online set (``Keys.queue_agents``,
+        score = when the presence ends) and out of the ones they left. Without
+        ``queues`` the queues declared last are kept. Returns the queues."""
+        if not agent or "," in agent:
+            raise AgentError(f"bad agent name {agent!r}")
+        r = self.store.redis
+        key = self.keys.presence(agent)
+        before = _queue_list(await r.get(key))
+        if queues is None:
+            now_for = before
+        else:
+            now_for = list(dict.fromkeys(q.strip() for q in queues if q.strip()))
+            known = set(await self.queue_names())
+            if unknown := [q for q in now_for if q not in known]:
+                raise AgentError(
+                    f"unknown queue {', '.join(unknown)}; known queues: {', '.join(sorted(known))}"
+                )
+        seconds = max(1, int(ttl))
+        until_ms = int((time.time() + seconds) * 1000)
+        now_ms = int(time.time() * 1000)
+        pipe = r.pipeline(transaction=True)
+        pipe.set(key, ",".join(now_for) or "1", ex=seconds)
+        for q in before:
+            if q not in now_for:
+                pipe.zrem(self.keys.queue_agents(q), agent)
+        for q in now_for:
+            online = self.keys.queue_agents(q)
+            pipe.zadd(online, {agent: until_ms})
+            pipe.zremrangebyscore(online, "-inf", now_ms)
+        await pipe.execute()
+        return now_for
 
     async def offline(self, agent: str) -> None:
-        await self.store.redis.delete(self.keys.presence(agent))
+        """``agent`` is offline: no presence, in no queue's online set."""
+        key = self.keys.presence(agent)
+        pipe = self.store.redis.pipeline(transaction=True)
+        for q in set(_queue_list(await self.store.redis.get(key))) | set(await self.queue_names()):
+            pipe.zrem(self.keys.queue_agents(q), agent)
+        pipe.delete(key)
+        await pipe.execute()
+
+    async def agents_online(self, queue: str) -> list[str]:
+        """The agents online for ``queue`` now, by name."""
+        now_ms = int(time.time() * 1000)
+        return sorted(
+            await self.store.redis.zrangebyscore(self.keys.queue_agents(queue), now_ms + 1, "+inf")
+        )
 
     async def set_status(self, conversation_id: str, status: str, agent: str | None) -> None:
         """Set a conversation open, waiting (on the customer) or resolved."""
@@ -332,8 +379,11 @@ class AgentClient:
                 pipe.xlen(key)
                 pipe.xrange(key, count=1)
                 pipe.xpending(key, QUEUE_GROUP)
-        raw = await pipe.execute(raise_on_error=False)
         now = time.time()
+        for q in names:
+            pipe.zrangebyscore(self.keys.queue_agents(q), int(now * 1000) + 1, "+inf")
+        raw = await pipe.execute(raise_on_error=False)
+        online = raw[len(raw) - len(names) :]
         out = []
         per = 3 * len(BANDS)
         for i, q in enumerate(names):
@@ -351,7 +401,8 @@ class AgentClient:
                     if queued_at and (oldest is None or queued_at < oldest):
                         oldest = queued_at
             age = round(max(0.0, now - oldest), 3) if oldest is not None else None
-            out.append(QueueStatus(q, depth, claimed, age))
+            agents = online[i] if isinstance(online[i], list) else []
+            out.append(QueueStatus(q, depth, claimed, age, sorted(agents)))
         return out
 
     async def reply(
@@ -398,6 +449,13 @@ class AgentClient:
 
     async def delivery(self, outbox_id: str) -> dict[str, str]:
         return await self.store.redis.hgetall(self.keys.delivery(outbox_id))
+
+
+def _queue_list(value: str | None) -> list[str]:
+    """The queues in a presence value (``"general,vip"``; ``"1"``: none)."""
+    if not value or value == "1":
+        return []
+    return [q for q in value.split(",") if q]
 
 
 async def send_transcript(

@@ -119,10 +119,11 @@ def cmd_queue_list(args: argparse.Namespace) -> int:
         if args.json:
             _print_json(rows)
             return 0
-        print(f"{'QUEUE':<28} {'DEPTH':>7} {'CLAIMED':>8} {'OLDEST':>10}")
+        print(f"{'QUEUE':<28} {'DEPTH':>7} {'CLAIMED':>8} {'OLDEST':>10}  AGENTS ONLINE")
         for r in rows:
             age = r["oldest_age_seconds"]
-            print(f"{r['queue']:<28} {r['depth']:>7} {r['claimed']:>8} {_age(age):>10}")
+            agents = ", ".join(r["agents_online"]) or "-"
+            print(f"{r['queue']:<28} {r['depth']:>7} {r['claimed']:>8} {_age(age):>10}  {agents}")
         return 0
 
     return asyncio.run(_with_store(_config(args), run))
@@ -450,13 +451,18 @@ def cmd_conversation_transfer(args: argparse.Namespace) -> int:
 
 
 def cmd_agent_presence(args: argparse.Namespace) -> int:
-    from router.agent import AgentClient
+    from router.agent import AgentClient, AgentError
 
     async def run(store: Any) -> int:
         client = AgentClient(store)
         if args.online:
-            await client.heartbeat(args.agent, args.ttl)
-            print(f"{args.agent} is online for {args.ttl:g}s (repeat before it ends)")
+            queues = args.queues.split(",") if args.queues is not None else None
+            try:
+                serving = await client.heartbeat(args.agent, args.ttl, queues)
+            except AgentError as exc:
+                raise CliError(str(exc)) from None
+            where = f" for {', '.join(serving)}" if serving else ""
+            print(f"{args.agent} is online{where} for {args.ttl:g}s (repeat before it ends)")
         else:
             await client.offline(args.agent)
             print(f"{args.agent} is offline")
@@ -637,9 +643,15 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("agent", help="agent presence").add_subparsers(
         dest="agent_command", required=True, metavar="ACTION"
     )
-    s = g.add_parser("online", parents=[common], help="mark an agent online for --ttl seconds")
+    s = g.add_parser(
+        "online", parents=[common], help="mark an agent online for --ttl seconds, for --queues"
+    )
     s.add_argument("agent")
     s.add_argument("--ttl", type=float, default=60)
+    s.add_argument(
+        "--queues",
+        help="comma-separated queues the agent takes work from (default: the ones given last)",
+    )
     s.set_defaults(func=cmd_agent_presence, online=True)
     s = g.add_parser("offline", parents=[common], help="mark an agent offline")
     s.add_argument("agent")

@@ -116,6 +116,11 @@ class Keys:
         tool refreshes it, e.g. ``SET {p}presence:alice 1 EX 60``)."""
         return f"{self.prefix}presence:{agent}"
 
+    def queue_agents(self, queue: str) -> str:
+        """Sorted set: the agents online for a queue, member = agent, score =
+        when their presence ends (ms); a member whose score has passed is offline."""
+        return f"{self.prefix}online:{{{queue}}}"
+
     def conversation(self, conversation_id: str) -> str:
         """Hash: one conversation's state."""
         return f"{self.prefix}conv:{{{conversation_id}}}"

@@ -180,3 +180,32 @@ async def test_within_a_band_the_entry_due_soonest_is_claimed_first(store: Store
     await put(store, "general", 2, "chat-1m", due_in=60)
     again = await client.claim("general", "bob")
     assert again is not None and again.entry_id == email and again.deliveries == 2
+
+
+async def test_presence_per_queue(store: Store) -> None:
+    """Agents declare the queues they serve; each queue's online set holds them
+    until their presence ends; offline takes them out of every queue."""
+    client = AgentClient(store)
+    assert await client.heartbeat("alice", 30, ["general", "vip"]) == ["general", "vip"]
+    assert await client.heartbeat("bob", 30, ["vip"]) == ["vip"]
+    assert await client.agents_online("vip") == ["alice", "bob"]
+    # the documented Redis form: a sorted set scored by when the presence ends (ms)
+    score = await store.redis.zscore(store.keys.queue_agents("general"), "alice")
+    assert score is not None and 25_000 < score - time.time() * 1000 <= 30_000
+    assert await store.redis.get(store.keys.presence("alice")) == "general,vip"
+    # the old form renews the queues declared last
+    assert await client.heartbeat("alice", 40) == ["general", "vip"]
+    assert 30 < await store.redis.ttl(store.keys.presence("alice")) <= 40
+    # a new declaration replaces the old one
+    assert await client.heartbeat("alice", 30, ["general"]) == ["general"]
+    assert await client.agents_online("vip") == ["bob"]
+    online = {s.queue: s.agents_online for s in await client.status()}
+    assert online == {"general": ["alice"], "support-es": [], "vip": ["bob"]}
+    with pytest.raises(AgentError, match="unknown queue nowhere; known queues: general"):
+        await client.heartbeat("alice", 30, ["general", "nowhere"])
+    # a presence that ran out is offline, even before anything cleans it up
+    await store.redis.zadd(store.keys.queue_agents("vip"), {"bob": int(time.time() * 1000) - 1})
+    assert await client.agents_online("vip") == []
+    await client.offline("alice")
+    assert await client.agents_online("general") == []
+    assert not await store.redis.exists(store.keys.presence("alice"))

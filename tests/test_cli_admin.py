@@ -96,6 +96,28 @@ async def test_conversation_and_agent_commands(
     assert not await store.redis.exists(store.keys.presence("bob"))
 
 
+async def test_agent_presence_per_queue_in_queue_list(config_path: Path, store: Store) -> None:
+    out = cli(config_path, "agent", "online", "bob", "--queues", "general,vip", "--ttl", "30")
+    assert out.returncode == 0, out.stderr
+    assert "bob is online for general, vip for 30s" in out.stdout
+    out = cli(config_path, "agent", "online", "ann", "--queues", "vip")
+    assert out.returncode == 0, out.stderr
+    out = cli(config_path, "queue", "list", "--json")
+    assert out.returncode == 0, out.stderr
+    online = {q["queue"]: q["agents_online"] for q in json.loads(out.stdout)}
+    assert online == {"general": ["bob"], "support-es": [], "vip": ["ann", "bob"]}
+    text = cli(config_path, "queue", "list").stdout
+    assert "AGENTS ONLINE" in text
+    assert re.search(r"^vip\s.*\s{2}ann, bob$", text, re.M), text
+    out = cli(config_path, "agent", "online", "bob", "--queues", "nowhere")
+    assert out.returncode == 1 and "unknown queue nowhere" in out.stderr
+    out = cli(config_path, "agent", "offline", "bob")
+    assert out.returncode == 0, out.stderr
+    out = cli(config_path, "queue", "list", "--json")
+    online = {q["queue"]: q["agents_online"] for q in json.loads(out.stdout)}
+    assert online == {"general": [], "support-es": [], "vip": ["ann"]}
+
+
 # A stored Unix time (seconds, often with milliseconds) leaking into a view.
 EPOCH = re.compile(r"\b1\d{9}(\.\d+)?\b")
 INDIA = {"TZ": "Asia/Kolkata"}  # the viewer's zone: +05:30 all year, no DST
