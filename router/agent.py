@@ -172,6 +172,8 @@ class QueueStatus:
     claimed: int
     oldest_age_seconds: float | None
     agents_online: list[str] = field(default_factory=list)
+    handle_time_seconds: float | None = None
+    handle_time_samples: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -180,6 +182,8 @@ class QueueStatus:
             "claimed": self.claimed,
             "oldest_age_seconds": self.oldest_age_seconds,
             "agents_online": self.agents_online,
+            "handle_time_seconds": self.handle_time_seconds,
+            "handle_time_samples": self.handle_time_samples,
         }
 
 
@@ -382,8 +386,10 @@ class AgentClient:
         now = time.time()
         for q in names:
             pipe.zrangebyscore(self.keys.queue_agents(q), int(now * 1000) + 1, "+inf")
+            pipe.hmget(self.keys.handle_time(q), "mean", "count")
         raw = await pipe.execute(raise_on_error=False)
-        online = raw[len(raw) - len(names) :]
+        extra = raw[len(raw) - 2 * len(names) :]
+        online, handle = extra[::2], extra[1::2]
         out = []
         per = 3 * len(BANDS)
         for i, q in enumerate(names):
@@ -402,7 +408,18 @@ class AgentClient:
                         oldest = queued_at
             age = round(max(0.0, now - oldest), 3) if oldest is not None else None
             agents = online[i] if isinstance(online[i], list) else []
-            out.append(QueueStatus(q, depth, claimed, age, sorted(agents)))
+            mean, count = handle[i] if isinstance(handle[i], list) else (None, None)
+            out.append(
+                QueueStatus(
+                    q,
+                    depth,
+                    claimed,
+                    age,
+                    sorted(agents),
+                    float(mean) if mean else None,
+                    int(count or 0),
+                )
+            )
         return out
 
     async def reply(

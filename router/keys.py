@@ -121,6 +121,12 @@ class Keys:
         when their presence ends (ms); a member whose score has passed is offline."""
         return f"{self.prefix}online:{{{queue}}}"
 
+    def handle_time(self, queue: str) -> str:
+        """Hash: a queue's rolling handle time (claim -> ack): ``mean`` (s,
+        exponentially weighted, newest weighs 0.2), ``count``, ``last`` (s),
+        ``updated_at``."""
+        return f"{self.prefix}handle:{{{queue}}}"
+
     def conversation(self, conversation_id: str) -> str:
         """Hash: one conversation's state."""
         return f"{self.prefix}conv:{{{conversation_id}}}"

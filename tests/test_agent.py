@@ -209,3 +209,34 @@ async def test_presence_per_queue(store: Store) -> None:
     await client.offline("alice")
     assert await client.agents_online("general") == []
     assert not await store.redis.exists(store.keys.presence("alice"))
+
+
+async def test_rolling_handle_time_per_queue(store: Store) -> None:
+    """Each ack of a work item adds its claim -> ack time to the queue's
+    exponentially weighted mean ({p}handle:{QUEUE}), shown by status()."""
+    client = AgentClient(store)
+    (s,) = [s for s in await client.status() if s.queue == "general"]
+    assert (s.handle_time_seconds, s.handle_time_samples) == (None, 0)
+    for n, (mid, took) in enumerate([("m1", 10.0), ("m2", 20.0)], 1):
+        entry_id = await put(store, "general", 2, mid)
+        conv = store.keys.conversation(f"v-{mid}")
+        stream = store.keys.queue("general", 2)
+        await store.redis.hset(conv, mapping={"id": f"v-{mid}", "item": f"{stream} {entry_id}"})
+        got = await client.claim("general", "alice")
+        assert got is not None and got.entry_id == entry_id
+        assert await store.redis.hget(conv, "item_claimed_at")  # the claim recorded it
+        await store.redis.hset(conv, "item_claimed_at", f"{time.time() - took:.3f}")
+        await client.ack("general", entry_id, "alice")
+        h = await store.redis.hgetall(store.keys.handle_time("general"))
+        assert int(h["count"]) == n and float(h["last"]) == pytest.approx(took, abs=1)
+    # 10, then 10 + 0.2 * (20 - 10)
+    assert float(h["mean"]) == pytest.approx(12.0, abs=1)
+    (s,) = [s for s in await client.status() if s.queue == "general"]
+    assert s.handle_time_seconds == pytest.approx(12.0, abs=1) and s.handle_time_samples == 2
+    assert s.to_dict()["handle_time_seconds"] == s.handle_time_seconds
+    # an entry that is not its conversation's work item adds nothing
+    await put(store, "general", 2, "m3")
+    got = await client.claim("general", "alice")
+    assert got is not None
+    await client.ack("general", got.entry_id, "alice")
+    assert await store.redis.hget(store.keys.handle_time("general"), "count") == "2"

@@ -106,6 +106,7 @@ async def test_agent_presence_per_queue_in_queue_list(config_path: Path, store: 
     assert out.returncode == 0, out.stderr
     online = {q["queue"]: q["agents_online"] for q in json.loads(out.stdout)}
     assert online == {"general": ["bob"], "support-es": [], "vip": ["ann", "bob"]}
+    assert all(q["handle_time_seconds"] is None for q in json.loads(out.stdout))
     text = cli(config_path, "queue", "list").stdout
     assert "AGENTS ONLINE" in text
     assert re.search(r"^vip\s.*\s{2}ann, bob$", text, re.M), text
