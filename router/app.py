@@ -41,6 +41,7 @@ from router.outbox import OutboxWorker, record_delivery_report
 from router.overflow import OverflowWorker
 from router.pipeline import RoutingWorker
 from router.routing import Routing
+from router.sla import SlaWorker
 from router.status import ingest_status
 from router.store import RedisAdapterState, Store
 from router.systemd import Notifier
@@ -200,10 +201,11 @@ class Daemon:
             watchdog = tasks.create_task(self._watchdog(), name="watchdog")
             stack.callback(watchdog.cancel)  # alive until the workers are done
         node = cfg.node_id
-        workers: dict[str, RoutingWorker | OutboxWorker | OverflowWorker] = {
+        workers: dict[str, RoutingWorker | OutboxWorker | OverflowWorker | SlaWorker] = {
             "routing": RoutingWorker(store, self.current_routing, self.metrics, node),
             "outbox": OutboxWorker(store, self.config, senders, self.metrics, node),
             "overflow": OverflowWorker(store, self.current_routing, self.metrics),
+            "sla": SlaWorker(store, self.current_routing, self.metrics),
         }
         worker_tasks = [
             tasks.create_task(self._watched(name, w.run(self._workers_stop)), name=name)

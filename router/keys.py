@@ -173,6 +173,13 @@ class Keys:
         return f"{self.prefix}overflow"
 
     @property
+    def sla(self) -> str:
+        """Sorted set: the response targets being watched, member
+        ``"<target> <conversation id>"`` (target ``first_response``), score =
+        the work item's due time (ms); the SLA watch acts on each once."""
+        return f"{self.prefix}sla"
+
+    @property
     def events(self) -> str:
         """Stream: every lifecycle transition (``type``, ``at``, ``conversation_id``,
         ``queue``, ``agent``...), trimmed by age (``events.retention``)."""

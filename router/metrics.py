@@ -82,6 +82,12 @@ class Metrics:
             ["from_queue", "to_queue"],
             registry=r,
         )
+        self.sla_breaches = Counter(
+            "router_sla_breaches_total",
+            "Response targets that passed with no agent reply (each acted on once)",
+            ["queue", "target"],
+            registry=r,
+        )
         self.outbox_sent = _ByChannel(
             Counter("router_outbox_sent_total", "Replies delivered", ["channel"], registry=r)
         )

@@ -284,6 +284,17 @@ class FirstResponseSettings(Strict):
     max: Duration = 24 * 3600.0
 
 
+class OnBreachSettings(Strict):
+    """What the SLA watch does once when a work item's first-response due
+    time passes with no agent reply (besides the ``sla_breached`` event and
+    the counter): raise the item to ``priority`` (never lowered) and/or move
+    it to ``queue``, keeping its fields and due time. A claimed item stays
+    with its agent; the breach is still recorded."""
+
+    priority: Priority | None = None
+    queue: str | None = None
+
+
 class RepeatContactSettings(Strict):
     """A customer who writes again (any channel) before anyone answered.
 
@@ -356,6 +367,8 @@ class RoutingSettings(Strict):
     # online; if they have not claimed it within this time it goes to the queue.
     sticky_wait: Duration = 300.0
     repeat_contact: RepeatContactSettings = RepeatContactSettings()
+    # The SLA watch's escalation of a breached first-response target.
+    on_breach: OnBreachSettings = OnBreachSettings()
 
 
 def _queue_ref(cfg: Config, loc: Loc, name: str | None, what: str) -> Iterator[Problem]:
@@ -398,4 +411,7 @@ def check_routing(cfg: Config) -> Iterator[Problem]:
     yield from _queue_ref(cfg, ("routing", "default_queue"), routing.default_queue, "default_queue")
     yield from _queue_ref(
         cfg, ("routing", "after_hours_queue"), routing.after_hours_queue, "after_hours_queue"
+    )
+    yield from _queue_ref(
+        cfg, ("routing", "on_breach", "queue"), routing.on_breach.queue, "on_breach queue"
     )

@@ -19,7 +19,9 @@
 -- Events (prelude's emit): `reopened` when a customer message reopens a
 -- resolved conversation, `queued` when a new work item is queued; the
 -- conversation records `queued_at` (and the new item's claim and ack times
--- start empty). A redelivered message returns before any of it: no event twice.
+-- start empty), and its first-response due time is filed in {p}sla for the
+-- SLA watch (router/sla.py). A redelivered message returns before any of it:
+-- no event twice.
 -- -> per item {1 routed | 2 joined the live work item | 0 already routed |
 --              -1 error, queue entry or error, conversation id}
 P = ARGV[1]
@@ -89,23 +91,7 @@ local function join_item(item, ck, stream, id)
     else table.insert(e, 'repeat') table.insert(e, rep) end
   end
   local to = K.queue(qname, item.band)
-  if string.sub(qname, 1, 1) == '~' then
-    pcall(redis.call, 'XGROUP', 'CREATE', to, QUEUE_GROUP, '0', 'MKSTREAM')
-  end
-  local qid = redis.call('XADD', to, '*', unpack(e))
-  redis.call('XDEL', stream, id)
-  redis.call('ZREM', K.queue_due(stream), id)
-  file_due(to, qid, e)
-  local old, new = stream .. ' ' .. id, to .. ' ' .. qid
-  local at = redis.call('ZSCORE', overflow, old)
-  if at then
-    redis.call('ZREM', overflow, old)
-    redis.call('ZADD', overflow, at, new)
-  end
-  redis.call('HSET', ck, 'item', new)
-  local first = K.message(field(e, 'message_id') or '')
-  if redis.call('EXISTS', first) == 1 then redis.call('HSET', first, 'queue_entry', new) end
-  return to, qid
+  return to, move_item(ck, stream, id, to, e, true)
 end
 
 local function commit(item)
@@ -147,7 +133,8 @@ local function commit(item)
     redis.call('HSET', ck, 'item', stream .. ' ' .. qid, 'item_queue', item.queue,
                'item_message_count', 1, 'item_last_message_id', item.message_id,
                'queued_at', now_s)
-    redis.call('HDEL', ck, 'item_claimed_at', 'item_acked_at')
+    redis.call('HDEL', ck, 'item_claimed_at', 'item_acked_at', 'breached_first_response')
+    file_sla(cid, field(item.queue_entry, 'due_at'))
     entry_event('queued', now_s, item.queue_entry, {'queue', item.queue,
       'agent', field(item.queue_entry, 'agent') or '',
       'due_at', field(item.queue_entry, 'due_at') or ''})

@@ -128,6 +128,39 @@ local function file_due(stream, id, fields)
   pcall(redis.call, 'XGROUP', 'SETID', stream, QUEUE_GROUP, '$')
 end
 
+-- Move a waiting (unclaimed) work item, entry `id` of band stream `stream`
+-- with fields `e`, to band stream `to` (a band of its queue, or of another
+-- queue): a new entry with those fields, the due sets, its overflow deadline
+-- (kept when keep_overflow, else dropped), the conversation's `item` (ck) and
+-- its first message's `queue_entry` follow. -> the new entry id.
+local function move_item(ck, stream, id, to, e, keep_overflow)
+  if string.sub(queue_of(to), 1, 1) == '~' then
+    pcall(redis.call, 'XGROUP', 'CREATE', to, QUEUE_GROUP, '0', 'MKSTREAM')
+  end
+  local qid = redis.call('XADD', to, '*', unpack(e))
+  redis.call('XDEL', stream, id)
+  redis.call('ZREM', K.queue_due(stream), id)
+  file_due(to, qid, e)
+  local old, new = stream .. ' ' .. id, to .. ' ' .. qid
+  local at = redis.call('ZSCORE', K.overflow(), old)
+  if at then
+    redis.call('ZREM', K.overflow(), old)
+    if keep_overflow then redis.call('ZADD', K.overflow(), at, new) end
+  end
+  redis.call('HSET', ck, 'item', new)
+  local first = K.message(field(e, 'message_id') or '')
+  if redis.call('EXISTS', first) == 1 then redis.call('HSET', first, 'queue_entry', new) end
+  return qid
+end
+
+-- The SLA watch (docs/redis-schema.md): watch a new work item's
+-- first-response target, its due time (s) `due`, for conversation `cid`.
+local function file_sla(cid, due)
+  if not due or not tonumber(due) then return end
+  redis.call('ZADD', K.sla(), string.format('%.0f', tonumber(due) * 1000),
+             'first_response ' .. cid)
+end
+
 -- The flat field list `count, k1, v1, k2, v2...` that starts at ARGV[at].
 local function argv_fields(at)
   local f = {}
