@@ -105,6 +105,12 @@ async def test_transfer_keeps_the_due_time_and_releases_the_claim(
     timeline = [f for _, f in await store.redis.xrange(store.keys.timeline(conv))]
     assert timeline[-1]["direction"] == "event" and timeline[-1]["type"] == "transferred"
     assert timeline[-1]["note"] == note and timeline[-1]["queue"] == "vip"
+    # `conversation show` reads the transfer as one, not as a reply gone missing
+    shown = cli(config_path, "conversation", "show", conv)
+    assert shown.returncode == 0, shown.stderr
+    line = next(x for x in shown.stdout.splitlines() if "transferred" in x)
+    assert "from_queue general" in line and "queue vip" in line and "by alice" in line
+    assert "(expired)" not in shown.stdout and note in shown.stdout
     # bob finishes it: nothing is left to transfer
     await client.ack("vip", got.entry_id, "bob")
     out = cli(config_path, "conversation", "transfer", conv, "--queue", "general")

@@ -511,6 +511,14 @@ def format_conversation(history: dict[str, Any]) -> str:
             lines += [f"      {line}" for line in (m.get("text") or "(no text)").splitlines()]
             raw = m.get("decision")
             lines += _decision_lines(orjson.loads(raw) if raw else None, "    ")
+        elif item.get("direction") == "event":  # e.g. a transfer between queues
+            kind = item.get("type") or "event"
+            detail = "  ".join(
+                f"{k} {item[k]}" for k in ("from_queue", "queue", "agent", "by") if item.get(k)
+            )
+            lines.append(f"  {when}  --  {kind}  {detail}".rstrip())
+            if item.get("note"):
+                lines += [f"      {line}" for line in item["note"].splitlines()]
         else:
             d = item.get("delivery") or {}
             who = f"by {item['agent']}" if item.get("agent") else "automatic"
