@@ -11,8 +11,16 @@ step. So a breach is acted on exactly once, whatever the number of daemons
 running this worker, restarts or retries; an agent reply before the due
 time (``last_response_at`` on the conversation) cancels it.
 
-Not yet here (issue 16): next-response targets, telling the customer, an
-ETA from the live queue.
+With ``routing.next_response``, a customer message that follows an agent
+reply files ``"next_response <conversation id>"`` (scored at once, with
+``next_response_from`` on the conversation); this worker first computes its
+due time in the business time of the item's queue (``next_response_due_at``)
+and re-scores it, then watches it the same way, counted from that message.
+A work item queued by such a message is watched by its next-response target
+only (its first-response member is dropped as superseded).
+
+Not yet here (issue 16): telling the customer, an ETA from the live queue,
+per-rule ``on_breach``.
 """
 
 from __future__ import annotations
@@ -21,12 +29,13 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import structlog
 from redis.exceptions import RedisError
 
-from router.config import PRIORITIES
+from router.config import PRIORITIES, FirstResponseSettings
 from router.logs import Outage
 from router.metrics import Metrics
 from router.routing import Routing
@@ -58,6 +67,29 @@ def escalation(
         moved["escalated_at"] = f"{now:.3f}"
     moved["priority"] = BAND_NAMES[new_band]
     return dest, new_band, moved, BAND_NAMES[new_band] if new_band != band else ""
+
+
+def next_response_due(
+    routing: Routing,
+    settings: FirstResponseSettings,
+    queue: str,
+    channel: str,
+    priority: str,
+    start: float,
+) -> float:
+    """When a next response is due for a customer message at ``start``: the
+    shorter of the channel's and the priority's target (at most ``max``), in
+    the business time of the queue's team (a queue without one: wall time)."""
+    seconds = settings.channels.get(channel, settings.default)
+    if priority in settings.priorities:
+        seconds = min(seconds, settings.priorities[priority])
+    seconds = min(seconds, settings.max)
+    at = datetime.fromtimestamp(start, UTC)
+    cal = routing.queue_calendar.get(queue)
+    due = cal.add_business_time(at, timedelta(seconds=seconds)) if cal else None
+    if due is None:
+        due = at + timedelta(seconds=seconds if cal is None else settings.max)
+    return due.timestamp()
 
 
 class SlaWorker:
@@ -107,6 +139,13 @@ class SlaWorker:
             rows = await redis.xrange(stream, entry_id, entry_id, count=1) if stream else []
             fields = rows[0][1] if rows else {}
             queue, band = keys.parse_queue(stream) if stream else ("", 2)
+            mode, extra = await self._mode(routing, target, ck, queue, fields)
+            if mode:
+                await self.script(
+                    keys=[keys.sla, ck],
+                    args=[keys.prefix, member, f"{now:.3f}", item, "", "[]", "", "", mode, *extra],
+                )
+                continue
             step = escalation(routing, queue, band, fields, now) if rows else None
             dest_stream, moved, dest, raised = "", b"[]", "", ""
             if step is not None:
@@ -124,6 +163,10 @@ class SlaWorker:
                     moved,
                     dest,
                     raised,
+                    "",
+                    "",
+                    "",
+                    "1" if routing.cfg.routing.next_response is not None else "",
                 ],
             )
             if int(result[0]) != 1:
@@ -143,3 +186,31 @@ class SlaWorker:
                 action="escalated" if escalated else "recorded (the item is claimed or stays)",
             )
         return len(due)
+
+    async def _mode(
+        self, routing: Routing, target: str, ck: str, queue: str, fields: dict[str, str]
+    ) -> tuple[str, list[str]]:
+        """For a next-response member: ``("drop", [])`` when no such target is
+        configured, ``("schedule", [from, due])`` when its due time is still to
+        be computed; else ``("", [])``: act on it."""
+        if target != "next_response":
+            return "", []
+        settings = routing.cfg.routing.next_response
+        if settings is None:
+            return "drop", []
+        start, due_at, channel = await self.store.redis.hmget(
+            ck, "next_response_from", "next_response_due_at", "channel"
+        )
+        if due_at or not start:
+            return "", []
+        if queue.startswith("~"):
+            queue = fields.get("fallback_queue", "")
+        due = next_response_due(
+            routing,
+            settings,
+            queue,
+            fields.get("channel") or channel or "",
+            fields.get("priority", "normal"),
+            float(start),
+        )
+        return "schedule", [start, f"{due:.3f}"]

@@ -220,3 +220,59 @@ def test_on_breach_queue_must_exist(tmp_path: Path) -> None:
     (problem,) = info.value.problems
     assert problem.startswith(f"{path}:")
     assert "on_breach queue 'nowhere' is not a queue" in problem
+
+
+@pytest.mark.parametrize("acked", [False, True], ids=["joins-the-item", "new-item-after-ack"])
+async def test_a_next_response_breach_after_an_agent_reply_and_a_new_message(
+    tmp_path: Path, redis_server: RedisServer, acked: bool
+) -> None:
+    """A customer message after an agent reply starts a next-response target:
+    unanswered, it is one `sla_breached` with target next_response (and no
+    first-response breach besides, also when it made a new work item)."""
+    daemon = daemon_for(
+        tmp_path,
+        redis_server,
+        **{
+            "routing.first_response": {"default": "3s", "max": "3s"},
+            "routing.next_response": {"default": "2s", "max": "2s"},
+            "routing.on_breach": {"priority": "high"},
+        },
+    ).start()
+    r = aioredis.Redis(port=redis_server.port, decode_responses=True)
+    try:
+        async with aiohttp.ClientSession() as http:
+            first = await post(http, daemon, "ana@example.com", 1)
+            conv = await conversation_of(r, first)
+            ck = f"router:conv:{{{conv}}}"
+            reply = {"id": "o-1", "conversation_id": conv, "text": "Checking.", "agent": "al"}
+            await r.xadd("router:outbox", {"o": json.dumps(reply)})
+            for _ in range(100):
+                if await r.hget(ck, "first_response_at"):
+                    break
+                await asyncio.sleep(0.05)
+            if acked:  # the agent finished the item: the next message makes a new one
+                stream, entry = (await r.hget(ck, "item")).split(" ")
+                await r.xack(stream, "agents", entry)
+                await r.xdel(stream, entry)
+            second = await post(http, daemon, "ana@example.com", 2)
+            assert await conversation_of(r, second) == conv
+            (event,) = await wait_breaches(r, 1)
+            await asyncio.sleep(3.5)  # past the first-response due time too: still one
+            assert len(await breaches(r)) == 1
+            assert event["target"] == "next_response"
+            start = float(await r.hget(ck, "next_response_from"))
+            assert abs(float(event["due_at"]) - (start + 2)) < 0.01
+            assert float(event["at"]) >= float(event["due_at"])
+            assert await r.hget(ck, "breached_next_response")
+            assert not await r.hget(ck, "breached_first_response")
+            assert await r.zcard("router:sla") == 0
+            assert await r.xlen("router:q:{general}:p1") == 1  # raised to high
+            counted = await metric(
+                http,
+                daemon,
+                'router_sla_breaches_total{queue="general",target="next_response"}',
+            )
+            assert counted == 1.0
+    finally:
+        await r.aclose()
+        daemon.stop()

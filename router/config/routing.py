@@ -363,11 +363,14 @@ class RoutingSettings(Strict):
     conversation_window: Duration = 7 * 86400.0
     message_retention: Duration = 90 * 86400.0
     first_response: FirstResponseSettings = FirstResponseSettings()
+    # How soon a person must answer a customer message that follows an agent
+    # reply (same form as first_response); none: only first responses are watched.
+    next_response: FirstResponseSettings | None = None
     # A follow-up goes to the agent who owns the conversation while they are
     # online; if they have not claimed it within this time it goes to the queue.
     sticky_wait: Duration = 300.0
     repeat_contact: RepeatContactSettings = RepeatContactSettings()
-    # The SLA watch's escalation of a breached first-response target.
+    # The SLA watch's escalation of a breached response target.
     on_breach: OnBreachSettings = OnBreachSettings()
 
 

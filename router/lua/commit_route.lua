@@ -107,6 +107,10 @@ local function commit(item)
   local stream = K.queue(item.queue, item.band)
   local qid = ''
   local joined = false
+  -- a customer message that follows an agent reply starts a next-response target
+  local follows_reply = not quiet and not item.new_conversation
+    and redis.call('HEXISTS', ck, 'last_response_at') == 1
+    and (tonumber(redis.call('HGET', ck, 'inbound_since_reply') or '0') or 0) == 0
   local reopening = not quiet and not item.new_conversation
     and redis.call('HGET', ck, 'status') == 'resolved'
   if reopening then
@@ -164,6 +168,7 @@ local function commit(item)
   end
   redis.call('HINCRBY', ck, 'message_count', 1)
   if not quiet then redis.call('HINCRBY', ck, 'inbound_since_reply', 1) end
+  if follows_reply then file_next_response(ck, cid, now_s) end
   redis.call('EXPIRE', ck, retention)
   local tk = K.timeline(cid)
   redis.call('XADD', tk, 'MAXLEN', '~', 10000, '*', unpack(item.timeline_entry))

@@ -161,6 +161,16 @@ local function file_sla(cid, due)
              'first_response ' .. cid)
 end
 
+-- A customer message at `now` (s) that follows an agent reply starts a
+-- next-response target: the SLA watch computes its due time in business time
+-- (router/sla.py) and watches it like a first response.
+local function file_next_response(ck, cid, now)
+  redis.call('HSET', ck, 'next_response_from', now)
+  redis.call('HDEL', ck, 'next_response_due_at', 'breached_next_response')
+  redis.call('ZADD', K.sla(), string.format('%.0f', tonumber(now) * 1000),
+             'next_response ' .. cid)
+end
+
 -- The flat field list `count, k1, v1, k2, v2...` that starts at ARGV[at].
 local function argv_fields(at)
   local f = {}
