@@ -54,7 +54,11 @@ local queued = tonumber(redis.call('HGET', ck, 'queued_at') or '') or 0
 local next_from = tonumber(redis.call('HGET', ck, 'next_response_from') or '')
 local since, due_at = queued, nil
 if target == 'next_response' then
-  if not next_from or not redis.call('HGET', ck, 'next_response_due_at') then
+  if not next_from then
+    redis.call('ZREM', sla, member)
+    return {0, 'unwatched'}
+  end
+  if not redis.call('HGET', ck, 'next_response_due_at') then
     return {0, 'moved'}  -- not scheduled yet: the next look does it
   end
   since, due_at = next_from, redis.call('HGET', ck, 'next_response_due_at')
