@@ -13,14 +13,12 @@ run this worker side by side.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import orjson
 import structlog
-from redis.exceptions import RedisError
 
 from router.config import PRIORITIES, Rule
 from router.keys import QUEUE_GROUP
@@ -29,6 +27,7 @@ from router.metrics import Metrics
 from router.routing import Routing, choose_target
 from router.scripts import pairs
 from router.store import Store
+from router.ticker import BATCH, tick_until
 
 log = structlog.get_logger("router.overflow")
 
@@ -88,27 +87,19 @@ class OverflowWorker:
         self.interval = interval
 
     async def run(self, stop: asyncio.Event) -> None:
-        # a tick a second fails while Redis is down: one line when it starts,
-        # one every 30 s, one when it ends (not one a second)
-        outage = Outage(log, "overflow_paused", "overflow_resumed")
-        while not stop.is_set():
-            try:
-                while await self.tick() == 100:  # a backlog: keep going
-                    pass
-                outage.ok()
-            except (RedisError, OSError) as exc:
-                outage.failed(
-                    error=f"{type(exc).__name__}: {exc}",
-                    action="retrying; entries wait in their current queue",
-                )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.interval)
+        await tick_until(
+            stop,
+            self.tick,
+            self.interval,
+            Outage(log, "overflow_paused", "overflow_resumed"),
+            action="retrying; entries wait in their current queue",
+        )
 
     async def tick(self, now: float | None = None) -> int:
         """Handle the entries due by ``now``; return how many were looked at."""
         now = time.time() if now is None else now
         keys, redis = self.store.keys, self.store.redis
-        due = await redis.zrangebyscore(keys.overflow, "-inf", int(now * 1000), start=0, num=100)
+        due = await redis.zrangebyscore(keys.overflow, "-inf", int(now * 1000), start=0, num=BATCH)
         if not due:
             return 0
         routing = self.get_routing()

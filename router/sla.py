@@ -26,14 +26,12 @@ per-rule ``on_breach``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import orjson
 import structlog
-from redis.exceptions import RedisError
 
 from router.config import PRIORITIES, FirstResponseSettings
 from router.logs import Outage
@@ -41,6 +39,7 @@ from router.metrics import Metrics
 from router.routing import Routing
 from router.scripts import pairs, source
 from router.store import Store
+from router.ticker import BATCH, tick_until
 
 log = structlog.get_logger("router.sla")
 
@@ -109,25 +108,19 @@ class SlaWorker:
         self.script = store.redis.register_script(source("sla_breach"))
 
     async def run(self, stop: asyncio.Event) -> None:
-        outage = Outage(log, "sla_watch_paused", "sla_watch_resumed")
-        while not stop.is_set():
-            try:
-                while await self.tick() == 100:  # a backlog: keep going
-                    pass
-                outage.ok()
-            except (RedisError, OSError) as exc:
-                outage.failed(
-                    error=f"{type(exc).__name__}: {exc}",
-                    action="retrying; due times wait in Redis and are acted on once it is back",
-                )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.interval)
+        await tick_until(
+            stop,
+            self.tick,
+            self.interval,
+            Outage(log, "sla_watch_paused", "sla_watch_resumed"),
+            action="retrying; due times wait in Redis and are acted on once it is back",
+        )
 
     async def tick(self, now: float | None = None) -> int:
         """Act on the targets due by ``now``; return how many were looked at."""
         now = time.time() if now is None else now
         keys, redis = self.store.keys, self.store.redis
-        due = await redis.zrangebyscore(keys.sla, "-inf", int(now * 1000), start=0, num=100)
+        due = await redis.zrangebyscore(keys.sla, "-inf", int(now * 1000), start=0, num=BATCH)
         if not due:
             return 0
         routing = self.get_routing()
