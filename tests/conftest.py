@@ -76,3 +76,30 @@ def daemon(config_path: Path) -> Iterator[DaemonProcess]:
 @pytest.fixture
 def raw_redis(redis_server: RedisServer) -> aioredis.Redis:
     return aioredis.Redis(port=redis_server.port, decode_responses=True)
+
+
+@pytest.fixture
+async def routed(config_path: Path, store: Store) -> dict:
+    """One e-mail from ana@example.com routed for real (to `general`, band
+    normal): the stored message hash."""
+    from router.ingest import Ingestor
+    from router.metrics import Metrics
+    from router.model import InboundMessage
+    from router.pipeline import RoutingWorker
+    from router.profiles.identity import normalise_identity
+    from router.routing import Routing
+
+    routing = Routing.build(load_config(config_path))
+    msg = InboundMessage(
+        channel="email",
+        sender=normalise_identity("Ana@Example.com", "email"),
+        text="Where is my order?",
+        subject="Order 77",
+    )
+    mid = (await Ingestor(store, 60).ingest(msg)).id
+    worker = RoutingWorker(store, lambda: routing, Metrics(), "w")
+    await worker.renew_leases(5)
+    for _ in range(3):
+        if entries := await worker.read(10, 0.05):
+            await worker.route(entries)
+    return await store.redis.hgetall(store.keys.message(mid))

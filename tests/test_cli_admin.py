@@ -6,37 +6,9 @@ import json
 import re
 from pathlib import Path
 
-import pytest
-
 from router.agent import AgentClient
-from router.config import load_config
-from router.ingest import Ingestor
-from router.metrics import Metrics
-from router.model import InboundMessage
-from router.pipeline import RoutingWorker
-from router.profiles.identity import normalise_identity
-from router.routing import Routing
 from router.store import Store
 from tests.support import cli
-
-
-@pytest.fixture
-async def routed(config_path: Path, store: Store) -> dict:
-    cfg = load_config(config_path)
-    routing = Routing.build(cfg)
-    msg = InboundMessage(
-        channel="email",
-        sender=normalise_identity("Ana@Example.com", "email"),
-        text="Where is my order?",
-        subject="Order 77",
-    )
-    mid = (await Ingestor(store, 60).ingest(msg)).id
-    w = RoutingWorker(store, lambda: routing, Metrics(), "w")
-    await w.renew_leases(5)
-    for _ in range(3):
-        if entries := await w.read(10, 0.05):
-            await w.route(entries)
-    return await store.redis.hgetall(store.keys.message(mid))
 
 
 async def test_customer_commands(config_path: Path, routed: dict, tmp_path: Path) -> None:

@@ -11,37 +11,9 @@ from pathlib import Path
 import pytest
 
 from router.agent import AgentClient, AgentError
-from router.config import load_config
-from router.ingest import Ingestor
 from router.keys import QUEUE_GROUP
-from router.metrics import Metrics
-from router.model import InboundMessage
-from router.pipeline import RoutingWorker
-from router.profiles.identity import normalise_identity
-from router.routing import Routing
 from router.store import Store
 from tests.support import cli
-
-
-@pytest.fixture
-async def routed(config_path: Path, store: Store) -> dict:
-    """One e-mail routed for real: queued in `general`, band normal."""
-    routing = Routing.build(load_config(config_path))
-    msg = InboundMessage(
-        channel="email",
-        sender=normalise_identity("ana@example.com", "email"),
-        text="Where is my order?",
-        subject="Order 77",
-    )
-    mid = (await Ingestor(store, 60).ingest(msg)).id
-    w = RoutingWorker(store, lambda: routing, Metrics(), "w")
-    await w.renew_leases(5)
-    for _ in range(3):
-        if entries := await w.read(10, 0.05):
-            await w.route(entries)
-    m = await store.redis.hgetall(store.keys.message(mid))
-    assert m["queue"] == "general"
-    return m
 
 
 async def depth(store: Store, queue: str) -> int:
@@ -55,6 +27,7 @@ async def events(store: Store, kind: str) -> list[dict[str, str]]:
 async def test_transfer_keeps_the_due_time_and_releases_the_claim(
     config_path: Path, routed: dict, store: Store
 ) -> None:
+    assert routed["queue"] == "general"
     conv = routed["conversation_id"]
     client = AgentClient(store)
     held = await client.claim("general", "alice")  # a claim the transfer releases
